@@ -1,0 +1,283 @@
+"""Schedule configuration and DST-aware fire times for the orchestrated dbt jobs.
+
+Cron expressions are evaluated on the local wall clock of one IANA zone, day by day.
+croniter only ever sees naive local datetimes (given aware ones it shifts or doubles
+runs across DST); each naive local time is then mapped to exactly one instant:
+
+* a time that exists once is that instant;
+* a time skipped by a spring-forward gap is the first valid instant after the gap,
+  i.e. the transition instant itself;
+* a time repeated by a fall-back fold is its first occurrence (fold=0);
+* naive times that map to the same instant fire once.
+
+So a daily job fires exactly once per local calendar day in every zone.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadDateError, croniter
+
+__all__ = [
+    "ConfigError", "Job", "Schedule", "host_timezone_name", "load_zone",
+    "load_schedule", "fire_times", "upcoming", "latest_slot",
+]
+
+ENV_TIMEZONE = "CAMPAIGN_CUBES_TIMEZONE"
+_ETC_TIMEZONE = Path("/etc/timezone")  # module-level so tests can point them elsewhere
+_ETC_LOCALTIME = Path("/etc/localtime")
+_TOP_KEYS = ("timezone", "jobs")
+_JOB_KEYS = ("cron", "select")
+# Margin for the naive croniter walk: a fold makes a later naive time an earlier
+# instant, so we start a day early and filter on instants instead.
+_MARGIN = timedelta(days=1)
+_LOOKBACK = timedelta(days=400)
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message is shown to users as-is."""
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # e.g. "agg_messageCenter_full"
+    cron: str  # 5-field cron expression, local wall-clock time
+    select: str  # dbt selection string
+
+
+@dataclass(frozen=True)
+class Schedule:
+    timezone: ZoneInfo
+    jobs: tuple[Job, ...]  # in file order
+
+    def job(self, name: str) -> Job:
+        """Return the job called `name`; ConfigError listing the known names otherwise."""
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        known = ", ".join(job.name for job in self.jobs)
+        raise ConfigError(f"unknown job {name!r} (known jobs: {known})")
+
+
+# --- time zones -------------------------------------------------------------------
+
+def load_zone(name: str) -> ZoneInfo:
+    """Load an IANA zone; ConfigError "unknown time zone 'X'" if it is not one."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # ValueError covers empty names, absolute paths and non-TZif files.
+        raise ConfigError(f"unknown time zone {name!r}") from None
+
+
+def _valid_zone_name(name: str) -> bool:
+    try:
+        load_zone(name)
+    except ConfigError:
+        return False
+    return True
+
+
+def _after_zoneinfo(path: str) -> str:
+    """'/usr/share/zoneinfo/Europe/Paris' -> 'Europe/Paris'; other strings unchanged."""
+    return path.rpartition("zoneinfo/")[2]
+
+
+def _read_etc_timezone() -> str | None:
+    try:
+        words = _ETC_TIMEZONE.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return words[0] if words else None
+
+
+def _read_localtime_link() -> str | None:
+    try:
+        target = os.readlink(_ETC_LOCALTIME)
+    except OSError:  # missing, or a plain copy of a TZif file: the name is lost
+        return None
+    return _after_zoneinfo(target) if "zoneinfo/" in target else None
+
+
+def host_timezone_name() -> str:
+    """IANA name of the host zone: $TZ, /etc/timezone, the /etc/localtime link, else "UTC"."""
+    # $TZ may be ":Europe/Paris" or a path under a zoneinfo directory.
+    tz_env = _after_zoneinfo(os.environ.get("TZ", "").lstrip(":"))
+    candidates = (tz_env, _read_etc_timezone(), _read_localtime_link())
+    return next((name for name in candidates if name and _valid_zone_name(name)), "UTC")
+
+
+# --- configuration ------------------------------------------------------------------
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+
+
+def _reject_unknown(table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r} (allowed: {', '.join(allowed)})")
+
+
+def _cron_problem(cron: str) -> str | None:
+    """Why `cron` is unusable, or None. croniter alone would also accept 6/7 fields."""
+    fields = len(cron.split())
+    if fields != 5:
+        return f"must have 5 fields (minute hour day month weekday), got {fields}"
+    try:
+        croniter(cron, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return "never fires"
+    except (ValueError, TypeError) as exc:  # croniter's parse errors subclass these
+        return f"rejected by croniter: {exc}"
+    return None
+
+
+def _parse_job(path: Path, name: str, spec: Any) -> Job:
+    where = f"{path}: [jobs.{name}]"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a table with cron and select, got {spec!r}")
+    _reject_unknown(spec, _JOB_KEYS, where)
+    for key in _JOB_KEYS:
+        if key not in spec:
+            raise ConfigError(f"{where}: missing key {key!r}")
+        if not isinstance(spec[key], str) or not spec[key].strip():
+            raise ConfigError(f"{where}: {key} must be a non-empty string, got {spec[key]!r}")
+    problem = _cron_problem(spec["cron"])
+    if problem:
+        raise ConfigError(f"{where}: cron {spec['cron']!r} {problem}")
+    return Job(name=name, cron=spec["cron"], select=spec["select"])
+
+
+def _zone_from(value: str, source: str) -> ZoneInfo:
+    try:
+        return load_zone(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_schedule(path: Path, timezone_override: str | None = None) -> Schedule:
+    """Read the TOML schedule. Zone precedence: argument, $CAMPAIGN_CUBES_TIMEZONE, file, host.
+
+    Empty strings count as "not set" at every level.
+    """
+    data = _read_toml(path)
+    _reject_unknown(data, _TOP_KEYS, str(path))
+    file_zone = data.get("timezone", "")
+    if not isinstance(file_zone, str):
+        raise ConfigError(f"{path}: timezone must be a string, got {file_zone!r}")
+    jobs = data.get("jobs")
+    if not jobs:
+        raise ConfigError(f"{path}: no jobs defined (add [jobs.<name>] tables with cron and select)")
+    if not isinstance(jobs, dict):
+        raise ConfigError(f"{path}: jobs must be a table of [jobs.<name>] tables, got {jobs!r}")
+    parsed = tuple(_parse_job(path, name, spec) for name, spec in jobs.items())
+    # The file's zone is validated even when overridden: same verdict on every host.
+    file_zone_info = _zone_from(file_zone, f"{path}: timezone") if file_zone else None
+    for value, source in (
+        (timezone_override, "timezone override"),
+        (os.environ.get(ENV_TIMEZONE), f"environment variable {ENV_TIMEZONE}"),
+    ):
+        if value:
+            return Schedule(timezone=_zone_from(value, source), jobs=parsed)
+    return Schedule(timezone=file_zone_info or load_zone(host_timezone_name()), jobs=parsed)
+
+
+# --- fire times -------------------------------------------------------------------
+
+def _wall(epoch: int, zone: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(epoch, zone).replace(tzinfo=None)
+
+
+def _to_instant(naive: datetime, zone: ZoneInfo) -> datetime:
+    """Map a naive local time to its policy instant, as an aware UTC datetime."""
+    first = naive.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    if first.astimezone(zone).replace(tzinfo=None) == naive:
+        return first  # exists once, or first occurrence of a repeated time
+    # In a gap fold=0 and fold=1 use the offsets from either side of the transition,
+    # so their UTC readings bracket it: bisect to the first second whose wall time
+    # is >= naive, which is the transition instant.
+    second = naive.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+    lo, hi = sorted((int(first.timestamp()), int(second.timestamp())))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _wall(mid, zone) >= naive:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, timezone.utc)
+
+
+def _walk(cron: str, start: datetime, backward: bool = False) -> Iterator[datetime]:
+    """Naive cron matches strictly after (or before) the naive `start`."""
+    it = croniter(cron, start)
+    while True:
+        try:
+            yield it.get_prev(datetime) if backward else it.get_next(datetime)
+        except CroniterBadDateError:  # no further match at all
+            return
+
+
+def _utc(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
+    # Compare in UTC: aware datetimes sharing a tzinfo compare by wall time, ignoring fold.
+    return moment.astimezone(timezone.utc)
+
+
+def fire_times(cron: str, zone: ZoneInfo, after: datetime, count: int) -> list[datetime]:
+    """The next `count` fire instants strictly after `after`, ascending, in `zone`."""
+    after_utc = _utc(after, "after")
+    start = after_utc.astimezone(zone).replace(tzinfo=None) - _MARGIN
+    fires: list[datetime] = []
+    if count <= 0:
+        return fires
+    for naive in _walk(cron, start):
+        instant = _to_instant(naive, zone)
+        # The mapping is monotonic, so "> last" drops the duplicates a gap produces.
+        if instant > after_utc and (not fires or instant > fires[-1]):
+            fires.append(instant)
+            if len(fires) == count:
+                break
+    return [instant.astimezone(zone) for instant in fires]
+
+
+def upcoming(
+    schedule: Schedule, after: datetime, count: int, job: str | None = None
+) -> list[tuple[str, datetime]]:
+    """`count` fires per job (or for `job` only), merged by time; ties in file order."""
+    wanted = {schedule.job(job).name} if job is not None else None
+    merged: list[tuple[datetime, int, str, datetime]] = []
+    for index, each in enumerate(schedule.jobs):
+        if wanted is None or each.name in wanted:
+            for fire in fire_times(each.cron, schedule.timezone, after, count):
+                merged.append((fire.astimezone(timezone.utc), index, each.name, fire))
+    merged.sort(key=lambda item: (item[0], item[1]))
+    return [(name, fire) for _, _, name, fire in merged]
+
+
+def latest_slot(cron: str, zone: ZoneInfo, at: datetime) -> datetime | None:
+    """The most recent fire instant <= `at`, or None if none in the last 400 days."""
+    at_utc = _utc(at, "at")
+    start = at_utc.astimezone(zone).replace(tzinfo=None) + _MARGIN
+    for naive in _walk(cron, start, backward=True):
+        instant = _to_instant(naive, zone)
+        if instant <= at_utc:  # the first one walking back is the latest (monotonic map)
+            return instant.astimezone(zone) if at_utc - instant <= _LOOKBACK else None
+    return None

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The project's two front doors, from a fresh clone:
+#   ./cubes.sh demo   set up, start the project-local PostgreSQL, load the demo
+#                     Campaign data, build both aggregates, show a few rows
+#   ./cubes.sh test   set up, then run the whole test suite (lint, dbt build and
+#                     unit tests on demo data, Python tests)
+# Extra arguments go to `orchestrate.py demo` or to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# PostgreSQL server binaries, from Debian's package when missing. Not needed
+# when PGHOST points at a server of your own.
+ensure_postgresql() {
+    if [ -n "${PGHOST:-}" ] || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+        return
+    fi
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        echo "cubes.sh: PostgreSQL is not installed; install Debian's 'postgresql' package" \
+             "(or set PGHOST etc. to use an existing server)" >&2
+        exit 3
+    fi
+    echo "cubes.sh: installing PostgreSQL (Debian package 'postgresql')"
+    # The project runs its own cluster; Debian's default one would only sit on port 5432.
+    mkdir -p /etc/postgresql-common
+    [ -f /etc/postgresql-common/createcluster.conf ] \
+        || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+}
+
+# The project's virtualenv with the pinned packages; reinstalled when requirements.txt changes.
+ensure_virtualenv() {
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    if ! cmp -s requirements.txt .venv/requirements.installed; then
+        echo "cubes.sh: installing Python packages (requirements.txt)"
+        .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+        cp requirements.txt .venv/requirements.installed
+    fi
+}
+
+setup() {
+    ensure_postgresql
+    ensure_virtualenv
+    [ -f profiles.yml ] || cp profiles.yml.example profiles.yml
+    export DBT_SEND_ANONYMOUS_USAGE_STATS=false
+}
+
+case "${1:-}" in
+    demo) setup; exec .venv/bin/python orchestrate.py demo "${@:2}" ;;
+    test) setup; exec .venv/bin/python -m pytest "${@:2}" ;;
+    setup) setup ;;
+    *)
+        echo "usage: ./cubes.sh demo|test|setup [arguments]" >&2
+        exit 2
+        ;;
+esac

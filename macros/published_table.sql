@@ -1,0 +1,252 @@
+{#
+    published_table: how the two aggregates reach their readers.
+
+    dbt's `table` materialization publishes before any test runs and swaps in a new
+    table with `drop ... cascade`, which silently deletes the views users built on
+    it and the grants made by hand. This one instead:
+
+      1. builds the new aggregate into a working copy, <schema>_audit.<name>__candidate
+         (the model's enforced contract is checked there);
+      2. audits the copy: grain unique, key columns not NULL (the date may be), totals
+         reconciled with the fact rows, and a volume guard against the published
+         table; any failure stops here, leaves the published table untouched, keeps
+         the copy as <name>__rejected and fails the node with the numbers;
+      3. publishes in one transaction: delete + insert into the stable published
+         table, waiting at most `publish_lock_timeout` for a lock. Readers keep seeing
+         the previous complete contents until COMMIT, then the new ones; the table,
+         its views, grants and comments stay the same objects;
+      4. records the outcome in <schema>_audit.publication_log (in the same
+         transaction as the publication, or with the rejection).
+
+    Model config: `meta: {audit: {grain: [...], nullable_grain: [...], count_measure: <column>,
+    fact_model: <model whose rows the count measure must add up to>}}`.
+    Vars: publish_min_volume_ratio, publish_lock_timeout, reporting_role (dbt_project.yml).
+#}
+{% materialization published_table, adapter='postgres' %}
+
+    {%- set target_relation = this.incorporate(type='table') -%}
+    {%- set existing_relation = load_cached_relation(this) -%}
+    {%- set audit_schema = this.schema ~ '_audit' -%}
+    {%- set candidate = api.Relation.create(
+        database=this.database, schema=audit_schema,
+        identifier=this.identifier ~ '__candidate', type='table') -%}
+    {%- set rejected = api.Relation.create(
+        database=this.database, schema=audit_schema,
+        identifier=this.identifier ~ '__rejected', type='table') -%}
+    {%- set audit = config.get('meta', {}).get('audit') -%}
+    {%- if not audit -%}
+        {{ exceptions.raise_compiler_error("published_table needs meta.audit (grain, count_measure, fact_model) on " ~ model.name) }}
+    {%- endif -%}
+
+    {{ run_hooks(pre_hooks, inside_transaction=False) }}
+    {{ run_hooks(pre_hooks, inside_transaction=True) }}
+
+    {#- 1. the candidate, committed so that it survives a failed audit -#}
+    {% do adapter.create_schema(candidate) %}
+    {% do published_table_create_log(audit_schema) %}
+    {% do adapter.drop_relation(candidate) %}
+    {% call statement('main') -%}
+        {{ get_create_table_as_sql(False, candidate, sql) }}
+    {%- endcall %}
+    {% do adapter.commit() %}
+
+    {#- 2. the audit -#}
+    {%- set numbers = published_table_measure(candidate, existing_relation, audit) -%}
+    {%- set findings = published_table_findings(numbers) -%}
+    {%- if findings -%}
+        {% do adapter.drop_relation(rejected) %}
+        {% do adapter.rename_relation(candidate, rejected) %}
+        {% do published_table_record(audit_schema, numbers, 'rejected', findings | join('; ')) %}
+        {% do adapter.commit() %}
+        {{ exceptions.raise_compiler_error(
+            this.identifier ~ " was NOT published: " ~ findings | join('; ')
+            ~ ". The published table " ~ target_relation ~ " is unchanged; the rejected aggregate is kept in "
+            ~ rejected ~ " for inspection."
+        ) }}
+    {%- endif -%}
+
+    {#- 3. publication, in one transaction -#}
+    {%- set columns = adapter.get_columns_in_relation(candidate) -%}
+    {%- set target_relation = published_table_ensure(target_relation, existing_relation, candidate, columns) -%}
+    {%- set column_list = columns | map(attribute='name') | map('string') | list -%}
+    {% call statement('publish') -%}
+        set local lock_timeout = {{ quoted_literal(var('publish_lock_timeout')) }};
+        delete from {{ target_relation }};
+        insert into {{ target_relation }} ({{ column_list | join(', ') }})
+        select {{ column_list | join(', ') }} from {{ candidate }};
+    {%- endcall %}
+    {{ run_hooks(post_hooks, inside_transaction=True) }}
+    {% do published_table_grant(target_relation) %}
+    {% do apply_grants(target_relation, config.get('grants'), should_revoke=False) %}
+    {% do persist_docs(target_relation, model) %}
+    {% do published_table_record(audit_schema, numbers, 'published', none) %}
+    {#- the candidate is published; an older rejection is obsolete -#}
+    {% do adapter.drop_relation(candidate) %}
+    {% do adapter.drop_relation(rejected) %}
+    {% do adapter.commit() %}
+
+    {#- 4. fresh statistics for the readers' queries -#}
+    {% call statement('analyze') -%}
+        analyze {{ target_relation }}
+    {%- endcall %}
+    {% do adapter.commit() %}
+
+    {{ run_hooks(post_hooks, inside_transaction=False) }}
+    {{ return({'relations': [target_relation]}) }}
+
+{% endmaterialization %}
+
+
+{# The figures the audit decides on, in one query over the candidate. #}
+{% macro published_table_measure(candidate, existing_relation, audit) %}
+    {%- set grain = audit['grain'] -%}
+    {%- set measure = audit['count_measure'] -%}
+    {%- set nullable = audit.get('nullable_grain', []) -%}
+    {%- set required = grain | reject('in', nullable) | list -%}
+    {%- set query -%}
+        select
+            (
+                select count(*) from (
+                    select 1 from {{ candidate }}
+                    group by {{ grain | join(', ') }}
+                    having count(*) > 1
+                ) as repeated
+            ) as duplicate_keys,
+            (
+                select count(*) from {{ candidate }}
+                where {{ required | join(' is null or ') }} is null
+            ) as null_keys,
+            (select coalesce(sum({{ measure }}), 0) from {{ candidate }}) as candidate_total,
+            (select count(*) from {{ ref(audit['fact_model']) }}) as fact_rows,
+            {% if existing_relation is not none -%}
+            (select coalesce(sum({{ measure }}), 0) from {{ existing_relation }})
+            {%- else -%}
+            null::bigint
+            {%- endif %} as published_total
+    {%- endset -%}
+    {%- set row = run_query(query).rows[0] -%}
+    {{ return({
+        'model': model['name'], 'measure': measure, 'grain': grain,
+        'duplicate_keys': row['duplicate_keys'], 'null_keys': row['null_keys'],
+        'candidate_total': row['candidate_total'], 'fact_rows': row['fact_rows'],
+        'published_total': row['published_total'],
+        'min_ratio': var('publish_min_volume_ratio') | float,
+    }) }}
+{% endmacro %}
+
+
+{# Why the candidate must not be published; empty when it may. #}
+{% macro published_table_findings(numbers) %}
+    {%- set findings = [] -%}
+    {%- if numbers['duplicate_keys'] > 0 -%}
+        {%- do findings.append("grain check failed: " ~ numbers['duplicate_keys'] ~ " key combinations of ("
+            ~ numbers['grain'] | join(', ') ~ ") appear more than once") -%}
+    {%- endif -%}
+    {%- if numbers['null_keys'] > 0 -%}
+        {%- do findings.append("key check failed: " ~ numbers['null_keys'] ~ " rows have a NULL key column") -%}
+    {%- endif -%}
+    {%- if numbers['candidate_total'] != numbers['fact_rows'] -%}
+        {%- do findings.append("reconciliation failed: sum(" ~ numbers['measure'] ~ ") is "
+            ~ numbers['candidate_total'] ~ " but the fact rows number " ~ numbers['fact_rows']) -%}
+    {%- endif -%}
+    {%- set published = numbers['published_total'] -%}
+    {%- if published is not none and published > 0 and numbers['min_ratio'] > 0
+        and numbers['candidate_total'] < numbers['min_ratio'] * (published | float) -%}
+        {%- do findings.append("volume guard: the new aggregate counts " ~ numbers['candidate_total'] ~ " "
+            ~ numbers['measure'] ~ ", below " ~ numbers['min_ratio'] ~ " x the published " ~ published
+            ~ " (set var publish_min_volume_ratio: 0 for a deliberate purge)") -%}
+    {%- endif -%}
+    {{ return(findings) }}
+{% endmacro %}
+
+
+{#
+    The published table, created on first use from the candidate's columns. When the
+    contract changed (other columns), it is rebuilt only on --full-refresh, without
+    cascade: dependent views then stop the run with PostgreSQL's own message.
+#}
+{% macro published_table_ensure(target_relation, existing_relation, candidate, columns) %}
+    {%- if existing_relation is not none -%}
+        {%- set published_columns = adapter.get_columns_in_relation(existing_relation) -%}
+        {%- set shape = columns | map(attribute='name') | join(',') ~ '|' ~ columns | map(attribute='dtype') | join(',') -%}
+        {%- set published_shape = published_columns | map(attribute='name') | join(',') ~ '|'
+            ~ published_columns | map(attribute='dtype') | join(',') -%}
+        {%- if shape == published_shape -%}
+            {{ return(existing_relation) }}
+        {%- elif not flags.FULL_REFRESH -%}
+            {{ exceptions.raise_compiler_error(
+                existing_relation ~ " has other columns than the model now produces (" ~ published_shape
+                ~ " vs " ~ shape ~ "). Nothing was published. Run once with --full-refresh to recreate it"
+                ~ " (views built on it must be dropped first).") }}
+        {%- endif -%}
+        {% call statement('drop_published') -%}
+            drop table {{ existing_relation }}
+        {%- endcall %}
+    {%- endif -%}
+    {% call statement('create_published') -%}
+        create table {{ target_relation }} (like {{ candidate }})
+    {%- endcall %}
+    {{ return(target_relation) }}
+{% endmacro %}
+
+
+{#
+    The read-only reporting role (var reporting_role; empty to skip) may read the
+    published table and nothing else. A role that does not exist is created when
+    the build's user may, otherwise the build warns and goes on.
+#}
+{% macro published_table_grant(relation) %}
+    {%- set role = var('reporting_role') | string -%}
+    {%- if role | length == 0 -%}{{ return(none) }}{%- endif -%}
+    {%- set found = run_query(
+        "select rolname from pg_roles where rolname = " ~ quoted_literal(role)
+        ~ " union all select 'may create' from pg_roles where rolname = current_user"
+        ~ " and (rolsuper or rolcreaterole)").columns[0].values() -%}
+    {%- if role not in found and 'may create' not in found -%}
+        {{ exceptions.warn("reporting role " ~ role ~ " does not exist and " ~ target.user
+            ~ " may not create it; " ~ relation ~ " was published without granting it select") }}
+        {{ return(none) }}
+    {%- endif -%}
+    {% call statement('grant_reporting_role') -%}
+        {% if role not in found -%}
+        create role {{ adapter.quote(role) }} nologin;
+        {% endif -%}
+        grant usage on schema {{ adapter.quote(relation.schema) }} to {{ adapter.quote(role) }};
+        grant select on {{ relation }} to {{ adapter.quote(role) }};
+    {%- endcall %}
+{% endmacro %}
+
+
+{% macro published_table_create_log(audit_schema) %}
+    {% call statement('create_publication_log') -%}
+        create table if not exists {{ adapter.quote(audit_schema) }}.publication_log (
+            model text not null,
+            invocation_id text not null,
+            recorded_at timestamptz not null default clock_timestamp(),
+            outcome text not null,
+            candidate_total bigint,
+            fact_rows bigint,
+            published_total_before bigint,
+            duplicate_keys bigint,
+            null_keys bigint,
+            findings text
+        )
+    {%- endcall %}
+{% endmacro %}
+
+
+{% macro published_table_record(audit_schema, numbers, outcome, findings) %}
+    {% call statement('record_publication') -%}
+        insert into {{ adapter.quote(audit_schema) }}.publication_log (
+            model, invocation_id, outcome, candidate_total, fact_rows,
+            published_total_before, duplicate_keys, null_keys, findings
+        )
+        values (
+            {{ quoted_literal(numbers['model']) }}, {{ quoted_literal(invocation_id) }},
+            {{ quoted_literal(outcome) }}, {{ numbers['candidate_total'] }}, {{ numbers['fact_rows'] }},
+            {{ numbers['published_total'] if numbers['published_total'] is not none else 'null' }},
+            {{ numbers['duplicate_keys'] }}, {{ numbers['null_keys'] }},
+            {{ quoted_literal(findings) if findings else 'null' }}
+        )
+    {%- endcall %}
+{% endmacro %}

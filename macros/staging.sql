@@ -1,0 +1,125 @@
+{#
+    Helpers shared by the staging models (models/staging/campaign). Only staging
+    models read source(); they pass the source relation in.
+#}
+
+{#
+    One row per key: the copy with the greatest `order_by`. A key seen twice in a
+    Campaign table (replicas and exports carry such copies) is counted once. Rows
+    whose key is NULL are not duplicates of one another, so each is kept.
+#}
+{% macro keep_latest_per_key(relation, key, order_by) %}
+    (
+        select distinct on ({{ key }}) *
+        from {{ relation }}
+        where {{ key }} is not null
+        order by {{ key }} asc, {{ order_by }}
+    )
+
+    union all
+
+    (
+        select *
+        from {{ relation }}
+        where {{ key }} is null
+    )
+{% endmacro %}
+
+
+{#
+    A column that not every Campaign instance has (lookup tables carry
+    tslastmodified on most instances, not in every export): the column when the
+    table has it, a typed NULL otherwise.
+#}
+{% macro column_or_null(relation, column_name, data_type) -%}
+    {%- set present = [] -%}
+    {%- if execute -%}
+        {%- for column in adapter.get_columns_in_relation(relation) -%}
+            {%- if column.name | lower == column_name -%}{%- do present.append(column) -%}{%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {%- if present -%}{{ column_name }}{%- else -%}null::{{ data_type }}{%- endif -%}
+{%- endmacro %}
+
+
+{#
+    The Message Center event tables (nmseventhisto, nmsrtevent, nmsbatchevent)
+    share one layout and differ by their key. A table the configured
+    message_center_source does not read may be absent (an execution instance has
+    no archive, a control instance no queues): it is then staged as empty, and the
+    run says so. A table the mode needs must exist.
+#}
+{% macro stage_message_center_events(source_relation, key_column, needed) %}
+    {#- in a unit test the source is a fixture, never absent -#}
+    {%- set absent = execute and not needed and model.resource_type != 'unit_test'
+        and load_relation(source_relation) is none -%}
+    {%- if absent -%}
+        {{ log("campaign-cubes: " ~ source_relation ~ " not found; message_center_source="
+            ~ var('message_center_source') ~ " does not read it, staging it as empty", info=True) }}
+    {%- endif %}
+
+with
+
+source as (
+
+    {% if absent -%}
+    select
+        null::bigint as {{ key_column }},
+        null::varchar as stype,
+        null::smallint as istatus,
+        null::smallint as iwishedchannel,
+        null::integer as ideliveryid,
+        null::timestamptz as tscreated,
+        null::timestamptz as tsprocessing,
+        null::timestamptz as tsprocessed,
+        null::timestamptz as tslastmodified,
+        null::varchar as sexternalid,
+        null::varchar as sorigin,
+        null::varchar as semail,
+        null::varchar as smobilephone,
+        null::varchar as slanguage,
+        null::varchar as scountrycode,
+        null::text as mdata
+    where false
+    {%- else -%}
+    select * from {{ source_relation }}
+    {%- endif %}
+
+),
+
+renamed as (
+
+    select
+        {{ key_column }}::bigint as event_id,
+        stype::text as event_type,
+        istatus::smallint as event_status_code,
+        iwishedchannel::smallint as wished_channel_code,
+        ideliveryid::integer as delivery_id,
+        tscreated as created_at,
+        tsprocessing as processing_started_at,
+        tsprocessed as processed_at,
+        tslastmodified as last_modified_at,
+        sexternalid::text as external_id,
+        sorigin::text as origin,
+        semail::text as email,
+        smobilephone::text as mobile_phone,
+        slanguage::text as language_code,
+        scountrycode::text as country_code,
+        mdata as payload_xml
+    from source
+    -- key 0 is Campaign's placeholder row, not an event
+    where {{ key_column }} is distinct from 0
+
+),
+
+deduplicated as (
+
+    {{ keep_latest_per_key(
+        'renamed', 'event_id',
+        'last_modified_at desc nulls last, event_status_code desc nulls last, created_at desc nulls last'
+    ) }}
+
+)
+
+select * from deduplicated
+{% endmacro %}

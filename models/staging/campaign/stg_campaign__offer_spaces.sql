@@ -1,0 +1,32 @@
+with
+
+source as (
+
+    select * from {{ source('campaign', 'nmsofferspace') }}
+
+),
+
+renamed as (
+
+    select
+        iofferspaceid::integer as offer_space_id,
+        sname::text as offer_space_name,
+        slabel::text as offer_space_label,
+        ichannel::smallint as channel_code,
+        {{ column_or_null(source('campaign', 'nmsofferspace'), 'tslastmodified', 'timestamptz') }} as last_modified_at
+    from source
+    -- key 0 is Campaign's placeholder row, not a space
+    where iofferspaceid is distinct from 0
+
+),
+
+deduplicated as (
+
+    {{ keep_latest_per_key(
+        'renamed', 'offer_space_id',
+        'last_modified_at desc nulls last, channel_code asc nulls last, offer_space_label asc nulls last'
+    ) }}
+
+)
+
+select * from deduplicated

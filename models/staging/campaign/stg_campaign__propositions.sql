@@ -1,0 +1,38 @@
+with
+
+source as (
+
+    select * from {{ source('campaign', 'nmspropositionrcp') }}
+
+),
+
+renamed as (
+
+    select
+        ipropositionid::bigint as proposition_id,
+        iinteractionid::bigint as interaction_id,
+        coalesce(iofferid, 0)::integer as offer_id,
+        iofferspaceid::integer as offer_space_id,
+        irecipientid::integer as recipient_id,
+        coalesce(ideliveryid, 0)::integer as delivery_id,
+        istatus::smallint as proposition_status_code,
+        tsevent as proposed_at,
+        tslastmodified as last_modified_at,
+        dweight::double precision as weight,
+        irank::smallint as offer_rank
+    from source
+    -- key 0 is Campaign's placeholder row, not a proposition
+    where ipropositionid is distinct from 0
+
+),
+
+deduplicated as (
+
+    {{ keep_latest_per_key(
+        'renamed', 'proposition_id',
+        'last_modified_at desc nulls last, proposition_status_code desc nulls last, proposed_at desc nulls last'
+    ) }}
+
+)
+
+select * from deduplicated

@@ -1,0 +1,31 @@
+"""What the test modules share: running dbt against test schemas."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from campaign_cubes.dbt import DbtRun, run_dbt
+
+
+@dataclass(frozen=True)
+class CubesBuild:
+    """A `dbt build` of both cubes from `source_schema` into `schema`."""
+
+    schema: str
+    source_schema: str
+    timezone: str
+    mode: str
+    run: DbtRun
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+def run_cubes(args: list[str], dbt_vars: dict[str, Any], *, schema: str, work_dir: Path) -> DbtRun:
+    """Run dbt with the given vars, publishing into `schema` (CAMPAIGN_CUBES_SCHEMA)."""
+    return run_dbt(
+        [*args, "--vars", json.dumps(dbt_vars)],
+        env={"CAMPAIGN_CUBES_SCHEMA": schema},
+        work_dir=work_dir,
+    )
