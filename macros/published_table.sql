@@ -3,20 +3,25 @@
 
     dbt's `table` materialization publishes before any test runs and swaps in a new
     table with `drop ... cascade`, which silently deletes the views users built on
-    it and the grants made by hand. This one instead:
+    it and the grants made by hand. This one, in a single transaction:
 
       1. builds the new aggregate into a working copy, <schema>_audit.<name>__candidate
          (the model's enforced contract is checked there);
       2. audits the copy: grain unique, key columns not NULL (the date may be), totals
          reconciled with the fact rows, and a volume guard against the published
-         table; any failure stops here, leaves the published table untouched, keeps
-         the copy as <name>__rejected and fails the node with the numbers;
-      3. publishes in one transaction: delete + insert into the stable published
-         table, waiting at most `publish_lock_timeout` for a lock. Readers keep seeing
-         the previous complete contents until COMMIT, then the new ones; the table,
-         its views, grants and comments stay the same objects;
-      4. records the outcome in <schema>_audit.publication_log (in the same
-         transaction as the publication, or with the rejection).
+         table. A failure leaves the published table untouched, keeps the copy as
+         <name>__rejected, records the rejection and fails the node with the numbers;
+      3. publishes: delete + insert into the stable published table, after taking a
+         lock that excludes other writers but not readers, waiting at most
+         `publish_lock_timeout`. Readers see the previous complete contents until
+         COMMIT, then the new ones; the table, its views, grants and comments stay
+         the same objects;
+      4. records the outcome in <schema>_audit.publication_log, then commits.
+
+    Two builds of the same aggregate never interleave: the second finds the
+    transaction-scoped advisory lock taken and fails at once, saying so. (Two
+    overlapping delete + insert could otherwise publish both contents: the second
+    DELETE does not see the rows the first one inserted.)
 
     Model config: `meta: {audit: {grain: [...], nullable_grain: [...], count_measure: <column>,
     fact_model: <model whose rows the count measure must add up to>}}`.
@@ -35,22 +40,21 @@
         identifier=this.identifier ~ '__rejected', type='table') -%}
     {%- set audit = config.get('meta', {}).get('audit') -%}
     {%- if not audit -%}
-        {{ exceptions.raise_compiler_error("published_table needs meta.audit (grain, count_measure, fact_model) on " ~ model.name) }}
+        {{ exceptions.raise_compiler_error(
+            "published_table needs meta.audit (grain, count_measure, fact_model) on " ~ model.name) }}
     {%- endif -%}
 
     {{ run_hooks(pre_hooks, inside_transaction=False) }}
+    {% do published_table_claim(target_relation) %}
     {{ run_hooks(pre_hooks, inside_transaction=True) }}
 
-    {#- 1. the candidate, committed so that it survives a failed audit -#}
-    {% do adapter.create_schema(candidate) %}
-    {% do published_table_create_log(audit_schema) %}
+    {#- 1. the candidate (the audit schema and log exist: prepare_publication, on-run-start) -#}
     {% do adapter.drop_relation(candidate) %}
     {% call statement('main') -%}
         {{ get_create_table_as_sql(False, candidate, sql) }}
     {%- endcall %}
-    {% do adapter.commit() %}
 
-    {#- 2. the audit -#}
+    {#- 2. the audit; a rejection is committed with its copy and its record -#}
     {%- set numbers = published_table_measure(candidate, existing_relation, audit) -%}
     {%- set findings = published_table_findings(numbers) -%}
     {%- if findings -%}
@@ -65,12 +69,14 @@
         ) }}
     {%- endif -%}
 
-    {#- 3. publication, in one transaction -#}
+    {#- 3. publication -#}
     {%- set columns = adapter.get_columns_in_relation(candidate) -%}
     {%- set target_relation = published_table_ensure(target_relation, existing_relation, candidate, columns) -%}
     {%- set column_list = columns | map(attribute='name') | map('string') | list -%}
     {% call statement('publish') -%}
         set local lock_timeout = {{ quoted_literal(var('publish_lock_timeout')) }};
+        -- excludes other writers (and DDL), never readers
+        lock table {{ target_relation }} in share row exclusive mode;
         delete from {{ target_relation }};
         insert into {{ target_relation }} ({{ column_list | join(', ') }})
         select {{ column_list | join(', ') }} from {{ candidate }};
@@ -79,13 +85,14 @@
     {% do published_table_grant(target_relation) %}
     {% do apply_grants(target_relation, config.get('grants'), should_revoke=False) %}
     {% do persist_docs(target_relation, model) %}
+
+    {#- 4. the record; the candidate is published and an older rejection obsolete -#}
     {% do published_table_record(audit_schema, numbers, 'published', none) %}
-    {#- the candidate is published; an older rejection is obsolete -#}
     {% do adapter.drop_relation(candidate) %}
     {% do adapter.drop_relation(rejected) %}
     {% do adapter.commit() %}
 
-    {#- 4. fresh statistics for the readers' queries -#}
+    {#- fresh statistics for the readers' queries -#}
     {% call statement('analyze') -%}
         analyze {{ target_relation }}
     {%- endcall %}
@@ -95,6 +102,23 @@
     {{ return({'relations': [target_relation]}) }}
 
 {% endmaterialization %}
+
+
+{#
+    Opens the build's transaction with a transaction-scoped advisory lock on the
+    published relation; another build holding it stops this one at once.
+#}
+{% macro published_table_claim(relation) %}
+    {%- set claim -%}
+        select
+            pg_try_advisory_xact_lock(hashtextextended({{ quoted_literal('campaign_cubes.publish ' ~ relation) }}, 0))
+            as claimed
+    {%- endset -%}
+    {%- if not run_query(claim).columns[0].values()[0] -%}
+        {{ exceptions.raise_compiler_error(
+            "another build of " ~ relation ~ " is running right now; nothing was done (run again once it is over)") }}
+    {%- endif -%}
+{% endmacro %}
 
 
 {# The figures the audit decides on, in one query over the candidate. #}
@@ -190,48 +214,76 @@
 {% endmacro %}
 
 
-{#
-    The read-only reporting role (var reporting_role; empty to skip) may read the
-    published table and nothing else. A role that does not exist is created when
-    the build's user may, otherwise the build warns and goes on.
-#}
+{# The reporting role (prepared by prepare_publication) may read the published table. #}
 {% macro published_table_grant(relation) %}
     {%- set role = var('reporting_role') | string -%}
-    {%- if role | length == 0 -%}{{ return(none) }}{%- endif -%}
-    {%- set found = run_query(
-        "select rolname from pg_roles where rolname = " ~ quoted_literal(role)
-        ~ " union all select 'may create' from pg_roles where rolname = current_user"
-        ~ " and (rolsuper or rolcreaterole)").columns[0].values() -%}
-    {%- if role not in found and 'may create' not in found -%}
-        {{ exceptions.warn("reporting role " ~ role ~ " does not exist and " ~ target.user
-            ~ " may not create it; " ~ relation ~ " was published without granting it select") }}
-        {{ return(none) }}
+    {%- if role | length > 0 and published_table_role_exists(role) -%}
+        {% call statement('grant_reporting_role') -%}
+            grant select on {{ relation }} to {{ adapter.quote(role) }}
+        {%- endcall %}
     {%- endif -%}
-    {% call statement('grant_reporting_role') -%}
-        {% if role not in found -%}
-        create role {{ adapter.quote(role) }} nologin;
-        {% endif -%}
-        grant usage on schema {{ adapter.quote(relation.schema) }} to {{ adapter.quote(role) }};
-        grant select on {{ relation }} to {{ adapter.quote(role) }};
-    {%- endcall %}
 {% endmacro %}
 
 
-{% macro published_table_create_log(audit_schema) %}
-    {% call statement('create_publication_log') -%}
-        create table if not exists {{ adapter.quote(audit_schema) }}.publication_log (
-            model text not null,
-            invocation_id text not null,
-            recorded_at timestamptz not null default clock_timestamp(),
-            outcome text not null,
-            candidate_total bigint,
-            fact_rows bigint,
-            published_total_before bigint,
-            duplicate_keys bigint,
-            null_keys bigint,
-            findings text
-        )
-    {%- endcall %}
+{% macro published_table_role_exists(role) %}
+    {{ return(run_query("select 1 from pg_roles where rolname = " ~ quoted_literal(role)).rows | length > 0) }}
+{% endmacro %}
+
+
+{#
+    Once per dbt invocation, before any model (on-run-start: one thread, and an
+    advisory lock against other dbt processes), what all publications share: the
+    published and audit schemas, the publication log, and the read-only reporting
+    role (var reporting_role; empty to skip) with usage on the published schema and
+    nothing else. A missing role is created when the build's user may; otherwise the
+    run warns and publishes without the grant.
+#}
+{% macro prepare_publication() %}
+    {%- if execute -%}
+        {%- set published_schema = adapter.quote(target.schema) -%}
+        {%- set audit_schema = target.schema ~ '_audit' -%}
+        {%- set role = var('reporting_role') | string -%}
+        {% call statement('prepare_publication') -%}
+            select pg_advisory_xact_lock(hashtextextended('campaign_cubes.prepare_publication', 0));
+            create schema if not exists {{ published_schema }};
+            create schema if not exists {{ adapter.quote(audit_schema) }};
+            {{ published_table_log_ddl(audit_schema) }};
+        {%- endcall %}
+        {%- if role | length > 0 -%}
+            {%- set may_create = run_query(
+                "select 1 from pg_roles where rolname = current_user and (rolsuper or rolcreaterole)"
+            ).rows | length > 0 -%}
+            {%- set exists = published_table_role_exists(role) -%}
+            {%- if exists or may_create -%}
+                {% call statement('prepare_reporting_role') -%}
+                    {% if not exists -%}
+                    create role {{ adapter.quote(role) }} nologin;
+                    {% endif -%}
+                    grant usage on schema {{ published_schema }} to {{ adapter.quote(role) }};
+                {%- endcall %}
+            {%- else -%}
+                {{ exceptions.warn("reporting role " ~ role ~ " does not exist and " ~ target.user
+                    ~ " may not create it: the aggregates are published without granting it select") }}
+            {%- endif -%}
+        {%- endif -%}
+        {% do adapter.commit() %}
+    {%- endif -%}
+{% endmacro %}
+
+
+{% macro published_table_log_ddl(audit_schema) %}
+    create table if not exists {{ adapter.quote(audit_schema) }}.publication_log (
+        model text not null,
+        invocation_id text not null,
+        recorded_at timestamptz not null default clock_timestamp(),
+        outcome text not null,
+        candidate_total bigint,
+        fact_rows bigint,
+        published_total_before bigint,
+        duplicate_keys bigint,
+        null_keys bigint,
+        findings text
+    )
 {% endmacro %}
 
 

@@ -1,18 +1,19 @@
 {#
     Enumeration codes missing from their seed. Such rows are kept, labelled
-    `unknown (<code>)`; this test (severity warn) names the codes in the run's log
+    `unknown (<code>)`; these tests (severity warn) name the codes in the run's log
     so that the seed can be completed. -1 stands for "no code" and is not reported.
+
+    codes_listed_in_seed: for a model that carries codes only (checks the seed).
+    codes_labelled_unknown: for a model that carries the label too (reads only the
+    model, so selecting one cube never drags in the other cube's tests through a
+    shared seed).
 #}
-{% test codes_listed_in_seed(model, column_name, seed, seed_column, count_column=none) %}
+{% test codes_listed_in_seed(model, column_name, seed, seed_column) %}
 
     {%- set unlisted_sql -%}
         select
             checked.{{ column_name }} as unlisted_code,
-            {% if count_column -%}
-            sum(checked.{{ count_column }})
-            {%- else -%}
-            count(*)
-            {%- endif %} as source_rows
+            count(*) as source_rows
         from {{ model }} as checked
         left join {{ seed }} as listed
             on checked.{{ column_name }} = listed.{{ seed_column }}
@@ -22,18 +23,25 @@
         group by checked.{{ column_name }}
     {%- endset -%}
 
-    {%- if execute -%}
-        {%- set found = run_query(unlisted_sql ~ " order by 1") -%}
-        {%- if found.rows | length > 0 -%}
-            {%- set listing = [] -%}
-            {%- for row in found.rows -%}
-                {%- do listing.append((row[0] if row[0] is not none else "NULL") ~ " (" ~ row[1] ~ " rows)") -%}
-            {%- endfor -%}
-            {{ log("campaign-cubes: " ~ model.identifier ~ "." ~ column_name ~ " has codes missing from "
-                ~ seed.identifier ~ ": " ~ listing | join(", "), info=True) }}
-        {%- endif -%}
-    {%- endif %}
-
+    {% do log_unlisted_codes(unlisted_sql, model, column_name, "missing from " ~ seed.identifier) %}
     {{ unlisted_sql }}
 
 {% endtest %}
+
+
+{% test codes_labelled_unknown(model, column_name, label_column, count_column) %}
+
+    {%- set unlisted_sql -%}
+        select
+            {{ column_name }} as unlisted_code,
+            sum({{ count_column }}) as source_rows
+        from {{ model }}
+        where {{ label_column }} like 'unknown (%'
+        group by {{ column_name }}
+    {%- endset -%}
+
+    {% do log_unlisted_codes(unlisted_sql, model, column_name, "not in its seed") %}
+    {{ unlisted_sql }}
+
+{% endtest %}
+

@@ -76,8 +76,8 @@ def test_unknown_codes_are_named_by_warnings(default_build: CubesBuild) -> None:
             "agg_nmspropositionrcp_full_unlisted_channel_codes",
             "stg_campaign__propositions_unlisted_status_codes"} <= warned
     log = default_build.run.log_file.read_text()
-    assert "agg_messagecenter_full.status_code has codes missing from campaign_event_statuses: 57" in log
-    assert "agg_nmspropositionrcp_full.channel_code has codes missing from campaign_channels: 57" in log
+    assert "agg_messagecenter_full.status_code has codes not in its seed: 57" in log
+    assert "agg_nmspropositionrcp_full.channel_code has codes not in its seed: 57" in log
     assert "proposition_status_code has codes missing from campaign_proposition_statuses: 7" in log
 
 
