@@ -6,24 +6,23 @@
 {#
     One row per key: the copy with the greatest `order_by`. A key seen twice in a
     Campaign table (replicas and exports carry such copies) is counted once. Rows
-    whose key is NULL are not duplicates of one another, so each is kept.
+    whose key is NULL are not duplicates of one another: their physical row
+    (`source_row`, see physical_row_id) keeps them apart, in the same sorted pass.
 #}
 {% macro keep_latest_per_key(relation, key, order_by) %}
-    (
-        select distinct on ({{ key }}) *
-        from {{ relation }}
-        where {{ key }} is not null
-        order by {{ key }} asc, {{ order_by }}
-    )
-
-    union all
-
-    (
-        select *
-        from {{ relation }}
-        where {{ key }} is null
-    )
+    select distinct on ({{ key }}, case when {{ key }} is null then source_row end) *
+    from {{ relation }}
+    order by {{ key }} asc, case when {{ key }} is null then source_row end asc, {{ order_by }}
 {% endmacro %}
+
+
+{#
+    Which physical row of the Campaign table a staged row comes from (ctid; in a
+    unit test, whose fixtures are not tables, the row's position).
+#}
+{% macro physical_row_id() -%}
+    {%- if model.resource_type == 'unit_test' -%}row_number() over (){%- else -%}ctid{%- endif -%}
+{%- endmacro %}
 
 
 {#
@@ -79,10 +78,15 @@ source as (
         null::varchar as smobilephone,
         null::varchar as slanguage,
         null::varchar as scountrycode,
-        null::text as mdata
+        null::text as mdata,
+        null::tid as source_row
     where false
     {%- else -%}
-    select * from {{ source_relation }}
+    -- the physical row keeps apart rows that have no key (see deduplicated)
+    select
+        *,
+        {{ physical_row_id() }} as source_row
+    from {{ source_relation }}
     {%- endif %}
 
 ),
@@ -105,7 +109,8 @@ renamed as (
         smobilephone::text as mobile_phone,
         slanguage::text as language_code,
         scountrycode::text as country_code,
-        mdata as payload_xml
+        mdata as payload_xml,
+        source_row
     from source
     -- key 0 is Campaign's placeholder row, not an event
     where {{ key_column }} is distinct from 0
@@ -119,7 +124,30 @@ deduplicated as (
         'last_modified_at desc nulls last, event_status_code desc nulls last, created_at desc nulls last'
     ) }}
 
+),
+
+final as (
+
+    select
+        event_id,
+        event_type,
+        event_status_code,
+        wished_channel_code,
+        delivery_id,
+        created_at,
+        processing_started_at,
+        processed_at,
+        last_modified_at,
+        external_id,
+        origin,
+        email,
+        mobile_phone,
+        language_code,
+        country_code,
+        payload_xml
+    from deduplicated
+
 )
 
-select * from deduplicated
+select * from final
 {% endmacro %}

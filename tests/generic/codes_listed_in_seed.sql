@@ -23,8 +23,7 @@
         group by checked.{{ column_name }}
     {%- endset -%}
 
-    {% do log_unlisted_codes(unlisted_sql, model, column_name, "missing from " ~ seed.identifier) %}
-    {{ unlisted_sql }}
+    {{ unlisted_codes(unlisted_sql, model, column_name, "missing from " ~ seed.identifier) }}
 
 {% endtest %}
 
@@ -40,8 +39,7 @@
         group by {{ column_name }}
     {%- endset -%}
 
-    {% do log_unlisted_codes(unlisted_sql, model, column_name, "not in its seed") %}
-    {{ unlisted_sql }}
+    {{ unlisted_codes(unlisted_sql, model, column_name, "not in its seed") }}
 
 {% endtest %}
 

@@ -2,7 +2,11 @@ with
 
 source as (
 
-    select * from {{ source('campaign', 'nmsdelivery') }}
+    -- the physical row keeps apart rows that have no key (see deduplicated)
+    select
+        *,
+        {{ physical_row_id() }} as source_row
+    from {{ source('campaign', 'nmsdelivery') }}
 
 ),
 
@@ -13,7 +17,8 @@ renamed as (
         slabel::text as delivery_label,
         sinternalname::text as delivery_internal_name,
         imessagetype::smallint as message_type_code,
-        {{ column_or_null(source('campaign', 'nmsdelivery'), 'tslastmodified', 'timestamptz') }} as last_modified_at
+        {{ column_or_null(source('campaign', 'nmsdelivery'), 'tslastmodified', 'timestamptz') }} as last_modified_at,
+        source_row
     from source
     -- key 0 is Campaign's placeholder row, not a delivery
     where ideliveryid is distinct from 0
@@ -27,6 +32,18 @@ deduplicated as (
         'last_modified_at desc nulls last, message_type_code asc nulls last, delivery_label asc nulls last'
     ) }}
 
+),
+
+final as (
+
+    select
+        delivery_id,
+        delivery_label,
+        delivery_internal_name,
+        message_type_code,
+        last_modified_at
+    from deduplicated
+
 )
 
-select * from deduplicated
+select * from final

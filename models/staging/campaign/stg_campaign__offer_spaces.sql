@@ -2,7 +2,11 @@ with
 
 source as (
 
-    select * from {{ source('campaign', 'nmsofferspace') }}
+    -- the physical row keeps apart rows that have no key (see deduplicated)
+    select
+        *,
+        {{ physical_row_id() }} as source_row
+    from {{ source('campaign', 'nmsofferspace') }}
 
 ),
 
@@ -13,7 +17,8 @@ renamed as (
         sname::text as offer_space_name,
         slabel::text as offer_space_label,
         ichannel::smallint as channel_code,
-        {{ column_or_null(source('campaign', 'nmsofferspace'), 'tslastmodified', 'timestamptz') }} as last_modified_at
+        {{ column_or_null(source('campaign', 'nmsofferspace'), 'tslastmodified', 'timestamptz') }} as last_modified_at,
+        source_row
     from source
     -- key 0 is Campaign's placeholder row, not a space
     where iofferspaceid is distinct from 0
@@ -27,6 +32,18 @@ deduplicated as (
         'last_modified_at desc nulls last, channel_code asc nulls last, offer_space_label asc nulls last'
     ) }}
 
+),
+
+final as (
+
+    select
+        offer_space_id,
+        offer_space_name,
+        offer_space_label,
+        channel_code,
+        last_modified_at
+    from deduplicated
+
 )
 
-select * from deduplicated
+select * from final

@@ -2,7 +2,11 @@ with
 
 source as (
 
-    select * from {{ source('campaign', 'nmsoffer') }}
+    -- the physical row keeps apart rows that have no key (see deduplicated)
+    select
+        *,
+        {{ physical_row_id() }} as source_row
+    from {{ source('campaign', 'nmsoffer') }}
 
 ),
 
@@ -17,7 +21,8 @@ renamed as (
         istatus::smallint as offer_status_code,
         tsstart as valid_from,
         tsend as valid_to,
-        {{ column_or_null(source('campaign', 'nmsoffer'), 'tslastmodified', 'timestamptz') }} as last_modified_at
+        {{ column_or_null(source('campaign', 'nmsoffer'), 'tslastmodified', 'timestamptz') }} as last_modified_at,
+        source_row
     from source
     -- key 0 is Campaign's placeholder row, not an offer
     where iofferid is distinct from 0
@@ -31,6 +36,22 @@ deduplicated as (
         'last_modified_at desc nulls last, offer_label asc nulls last, offer_name asc nulls last'
     ) }}
 
+),
+
+final as (
+
+    select
+        offer_id,
+        offer_name,
+        offer_label,
+        offer_code,
+        category_id,
+        offer_status_code,
+        valid_from,
+        valid_to,
+        last_modified_at
+    from deduplicated
+
 )
 
-select * from deduplicated
+select * from final

@@ -2,7 +2,11 @@ with
 
 source as (
 
-    select * from {{ source('campaign', 'nmspropositionrcp') }}
+    -- the physical row keeps apart rows that have no key (see deduplicated)
+    select
+        *,
+        {{ physical_row_id() }} as source_row
+    from {{ source('campaign', 'nmspropositionrcp') }}
 
 ),
 
@@ -19,7 +23,8 @@ renamed as (
         tsevent as proposed_at,
         tslastmodified as last_modified_at,
         dweight::double precision as weight,
-        irank::smallint as offer_rank
+        irank::smallint as offer_rank,
+        source_row
     from source
     -- key 0 is Campaign's placeholder row, not a proposition
     where ipropositionid is distinct from 0
@@ -33,6 +38,24 @@ deduplicated as (
         'last_modified_at desc nulls last, proposition_status_code desc nulls last, proposed_at desc nulls last'
     ) }}
 
+),
+
+final as (
+
+    select
+        proposition_id,
+        interaction_id,
+        offer_id,
+        offer_space_id,
+        recipient_id,
+        delivery_id,
+        proposition_status_code,
+        proposed_at,
+        last_modified_at,
+        weight,
+        offer_rank
+    from deduplicated
+
 )
 
-select * from deduplicated
+select * from final
