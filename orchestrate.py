@@ -5,37 +5,57 @@ Each job is one `dbt build` of the selection that rebuilds, tests and publishes
 one aggregate (orchestrate.toml). Without PGHOST in the environment, everything
 runs against the project-local PostgreSQL, which is started on demand.
 
-Exit codes: 0 success; 1 a dbt model or test failed; 2 bad usage or
-configuration; 3 the database could not be reached or started.
+Every run (`run`, `serve`) holds the job's PostgreSQL advisory lock for its whole
+length and is recorded in <schema>_audit.scheduler_runs. `serve` runs each job's
+latest slot once if it has no successful run (so at most one catch-up after
+downtime); `status` shows the last runs and the next slots. Transient failures
+are retried with backoff ([scheduler] in orchestrate.toml); on failure the
+on_failure command / on_failure_url is called.
+
+Exit codes:
+  0  success
+  1  a dbt model or test failed (not retried)
+  2  bad usage or configuration
+  3  the database could not be reached or started (after retries)
+  4  busy: another process runs this job (it is named); nothing was run
+  5  transient failures (connection, lock timeout, dbt exit 2) used up the retries
+  6  the run's overall timeout expired; dbt was interrupted (SIGINT)
+  130 interrupted (SIGINT/SIGTERM)
+With several jobs, `run` exits with the code of the first job that did not succeed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
+from types import FrameType
+
+import psycopg2
 
 from campaign_cubes import localpg
-from campaign_cubes.schedule import ConfigError, Job, Schedule, load_schedule, upcoming
+from campaign_cubes.history import HistoryUnavailable
+from campaign_cubes.jobs import (
+    EXIT_BUSY, EXIT_CONFIG, EXIT_DATABASE, EXIT_DBT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT,
+    EXIT_TRANSIENT,
+)
+from campaign_cubes.schedule import ConfigError, Job, Schedule, SchedulerSettings, load_schedule, upcoming
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 CONFIG_FILE = PROJECT_ROOT / "orchestrate.toml"
+SITE_DIR = PROJECT_ROOT / "site"
 DEFAULT_SCHEMA = "campaign_cubes"
 DEMO_SCHEMA = "campaign_demo"
 
-EXIT_OK = 0
-EXIT_DBT_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_DATABASE = 3
-
-# `serve` wakes at least this often to re-read the wall clock, so that a
-# suspended machine or a clock change cannot make it sleep past a slot.
-MAX_SLEEP_SECONDS = 60.0
+__all__ = ["EXIT_OK", "EXIT_DBT_FAILED", "EXIT_CONFIG", "EXIT_DATABASE", "EXIT_BUSY", "EXIT_TRANSIENT",
+           "EXIT_TIMEOUT", "EXIT_INTERRUPTED", "build_parser", "main"]
 
 log = logging.getLogger("orchestrate")
 
@@ -74,25 +94,65 @@ def selected_jobs(schedule: Schedule, names: Sequence[str]) -> list[Job]:
     return [schedule.job(name) for name in names] if names else list(schedule.jobs)
 
 
+def read_schedule(args: argparse.Namespace) -> Schedule:
+    return load_schedule(Path(args.config), getattr(args, "timezone", None))
+
+
+def run_settings(schedule: Schedule, args: argparse.Namespace) -> SchedulerSettings:
+    """[scheduler] settings with the command line's overrides."""
+    overrides = {key: value for key, value in (("timeout_seconds", args.timeout), ("retries", args.retries))
+                 if value is not None}
+    if overrides.get("retries", 0) < 0 or overrides.get("timeout_seconds", 1) <= 0:
+        raise ConfigError("--retries must be >= 0 and --timeout > 0")
+    return dataclasses.replace(schedule.settings, **overrides)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (systemd, docker stop) stops like Ctrl-C: dbt gets SIGINT, the run is recorded."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 # --- commands ----------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from campaign_cubes.jobs import run_job
+    from campaign_cubes.history import PgHistory
+    from campaign_cubes.jobs import UNREACHABLE, RunResult, SystemClock, connect_with_retries, dbt_runner, \
+        execute, failure_hook
 
-    schedule = load_schedule(CONFIG_FILE, args.timezone)
+    schedule = read_schedule(args)
     jobs = selected_jobs(schedule, args.jobs)
+    settings = run_settings(schedule, args)
+    hook, clock = failure_hook(settings), SystemClock()
     database_env()
-    failed = [job.name for job in jobs
-              if not run_job(job, env={}, timeout=args.timeout, dbt_vars=args.vars).ok]
+    stop_on_sigterm()
+    try:
+        history = connect_with_retries(lambda: PgHistory.connect(published_schema(), "run"), settings, clock, "run")
+    except HistoryUnavailable as problem:
+        log.error("run: database unreachable: %s", problem)
+        hook(RunResult(",".join(job.name for job in jobs), None, "manual", UNREACHABLE, EXIT_DATABASE,
+                       message=str(problem)))
+        return EXIT_DATABASE
+    try:
+        # A manual run records no slot: it does not stand in for the next scheduled one.
+        results = [execute(job, None, "manual", history=history, runner=dbt_runner(args.vars),
+                           settings=settings, clock=clock, hook=hook) for job in jobs]
+    finally:
+        history.close()
+    failed = [result for result in results if result.exit_code != EXIT_OK]
     if failed:
-        log.error("run: %d of %d jobs failed: %s", len(failed), len(jobs), ", ".join(failed))
-        return EXIT_DBT_FAILED
+        log.error("run: %d of %d jobs did not succeed: %s", len(failed), len(jobs),
+                  ", ".join(f"{result.job} ({result.outcome})" for result in failed))
+        return failed[0].exit_code
     log.info("run: %d jobs succeeded", len(jobs))
     return EXIT_OK
 
 
 def cmd_next(args: argparse.Namespace) -> int:
-    schedule = load_schedule(CONFIG_FILE, args.timezone)
+    schedule = read_schedule(args)
     if args.job:
         schedule.job(args.job)  # unknown names fail with the list of known ones
     after = parse_instant(args.after) if args.after else datetime.now(timezone.utc)
@@ -101,28 +161,92 @@ def cmd_next(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def sleep_until(moment: datetime, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
-    while (remaining := (moment - clock()).total_seconds()) > 0:
-        time.sleep(min(remaining, MAX_SLEEP_SECONDS))
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from campaign_cubes.jobs import run_job
+    from campaign_cubes.history import SUCCESS, PgHistory
+    from campaign_cubes.jobs import UNREACHABLE, RunResult, SystemClock, dbt_runner, execute, failure_hook
+    from campaign_cubes.scheduler import Scheduler
 
-    schedule = load_schedule(CONFIG_FILE, args.timezone)
+    schedule = read_schedule(args)
+    settings = run_settings(schedule, args)
+    hook, clock, runner = failure_hook(settings), SystemClock(), dbt_runner(args.vars)
     database_env()
+    stop_on_sigterm()
+    def execute_job(history: PgHistory, job: Job, slot: datetime | None, trigger: str) -> RunResult:
+        result = execute(job, slot, trigger, history=history, runner=runner, settings=settings, clock=clock,
+                         hook=hook)
+        if result.outcome == SUCCESS:
+            refresh_docs(args.vars)
+        return result
+
+    scheduler = Scheduler(
+        schedule,
+        open_history=lambda: PgHistory.connect(published_schema(), "serve"),
+        execute_job=execute_job,
+        clock=clock,
+        on_unreachable=lambda message: hook(RunResult("*", None, "schedule", UNREACHABLE, EXIT_DATABASE,
+                                                      message=message)),
+    )
     log.info("serve: schedules in %s: %s", schedule.timezone.key,
              ", ".join(f"{job.name} '{job.cron}'" for job in schedule.jobs))
-    while True:
-        name, moment = upcoming(schedule, datetime.now(timezone.utc), 1)[0]
-        log.info("serve: next run %s at %s", name, moment.isoformat())
-        sleep_until(moment)
-        run_job(schedule.job(name), env={}, timeout=args.timeout, dbt_vars=args.vars)
+    return scheduler.serve(once=args.once)
+
+
+def refresh_docs(dbt_vars: str | None) -> None:
+    """After a successful scheduled run the docs site shows what was just built; a failure only warns."""
+    from campaign_cubes.docs_site import DocsError, generate_docs
+
+    try:
+        generate_docs(SITE_DIR, dbt_vars=dbt_vars)
+    except DocsError as problem:
+        log.warning("docs: not regenerated: %s", problem)
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from campaign_cubes.docs_site import DocsError, generate_docs, serve_docs
+
+    if args.port is not None and not args.serve:
+        log.error("docs: --port needs --serve")
+        return EXIT_CONFIG
+    database_env()
+    try:
+        generate_docs(args.out, dbt_vars=args.vars)
+    except DocsError as problem:
+        log.error("docs: %s", problem)
+        return EXIT_DBT_FAILED
+    if args.serve:
+        serve_docs(args.out, 8080 if args.port is None else args.port)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from campaign_cubes.report import ReportError, build_report
+
+    database_env()
+    try:
+        page = build_report(published_schema(), args.out, args.date_from, args.date_to)
+    except ReportError as problem:
+        log.error("report: %s", problem)
+        return EXIT_CONFIG
+    log.info("report written to %s", page)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from campaign_cubes.history import PgHistory
+    from campaign_cubes.scheduler import status_lines
+
+    schedule = read_schedule(args)
+    jobs = [schedule.job(args.job)] if args.job else list(schedule.jobs)
+    database_env()
+    history = PgHistory.connect(published_schema(), "status")
+    try:
+        print("\n".join(status_lines(schedule, history, datetime.now(timezone.utc), jobs, args.limit)).rstrip())
+    finally:
+        history.close()
+    return EXIT_OK
 
 
 def cmd_load_demo(args: argparse.Namespace) -> int:
-    import psycopg2
-
     from campaign_cubes.demo import DemoRefused, DemoSize, load_demo
 
     database_env()
@@ -186,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--config", default=str(CONFIG_FILE), metavar="TOML",
+                        help="jobs and [scheduler] settings (default: orchestrate.toml beside this script)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -199,9 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "$CAMPAIGN_CUBES_TIMEZONE, else the host's zone)")
 
     def add_timeout(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--timeout", type=float, default=3 * 3600, metavar="SECONDS",
-                             help="stop a job's dbt (SIGINT, so it cancels its queries) after this long "
-                                  "(default: 10800)")
+        command.add_argument("--timeout", type=float, metavar="SECONDS",
+                             help="overall limit of a run, retries included; then dbt gets SIGINT so it "
+                                  "cancels its queries (default: [scheduler] timeout_seconds, 10800)")
+        command.add_argument("--retries", type=int, metavar="N",
+                             help="retries after a transient failure (default: [scheduler] retries, 2)")
         command.add_argument("--vars", metavar="YAML",
                              help="dbt vars for the builds, e.g. '{campaign_schema: public, "
                                   "reporting_timezone: Europe/Paris}'")
@@ -211,9 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_timezone(run)
     add_timeout(run)
 
-    serve = add("serve", cmd_serve, "run the jobs on their schedules (orchestrate.toml) until stopped")
+    serve = add("serve", cmd_serve, "run each job's latest slot once (catch-up), then every slot until stopped")
+    serve.add_argument("--once", action="store_true",
+                       help="look once (run what is due, catch-up included) and exit with its code")
     add_timezone(serve)
     add_timeout(serve)
+
+    status = add("status", cmd_status, "per job: latest slot and its outcome, next slot, current holder, last runs")
+    status.add_argument("--job", help="only this job")
+    status.add_argument("--limit", type=int, default=5, help="runs shown per job (default: 5)")
+    add_timezone(status)
 
     nxt = add("next", cmd_next, "print the next fire times, one '<job> <ISO 8601 instant>' per line")
     nxt.add_argument("--job", help="only this job")
@@ -242,6 +377,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = add("db", cmd_db, "the project-local PostgreSQL: start, stop, status, env (shell exports)")
     db.add_argument("action", choices=["start", "stop", "status", "env"])
+    docs = add("docs", cmd_docs, "generate the docs site (one self-contained page); --serve it on 127.0.0.1")
+    docs.add_argument("--out", type=Path, default=SITE_DIR, metavar="DIR",
+                      help="folder of the site's index.html (default: site/)")
+    docs.add_argument("--serve", action="store_true", help="then serve it on http://127.0.0.1:PORT/ until Ctrl-C")
+    docs.add_argument("--port", type=int, metavar="N", help="port for --serve (default: 8080)")
+    docs.add_argument("--vars", metavar="YAML", help="dbt vars the jobs run with, so the site describes them")
+
+    report = add("report", cmd_report, "write the offer and Message Center report: index.html and PNG charts")
+    report.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports", metavar="DIR",
+                        help="folder of index.html and charts/ (default: reports/)")
+    report.add_argument("--from", dest="date_from", type=date.fromisoformat, metavar="DATE",
+                        help="first day, YYYY-MM-DD (default: the first day in the aggregates)")
+    report.add_argument("--to", dest="date_to", type=date.fromisoformat, metavar="DATE",
+                        help="last day, inclusive (default: the last day in the aggregates)")
     return parser
 
 
@@ -253,12 +402,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as problem:
         log.error("configuration: %s", problem)
         return EXIT_CONFIG
-    except localpg.LocalServerError as problem:
-        log.error("database: %s", problem)
+    except (localpg.LocalServerError, HistoryUnavailable, psycopg2.Error) as problem:
+        log.error("database: %s", str(problem).strip())
         return EXIT_DATABASE
     except KeyboardInterrupt:
         log.error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

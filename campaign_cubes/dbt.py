@@ -7,6 +7,7 @@ node is read from `run_results.json`, which is the per-node truth.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -23,6 +24,8 @@ PROFILE_EXAMPLE = PROJECT_ROOT / "profiles.yml.example"
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "skipped"})
 # How long dbt gets to cancel its queries after SIGINT before it is killed.
 INTERRUPT_GRACE_SECONDS = 60.0
+ENV_DBT = "CAMPAIGN_CUBES_DBT"
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,10 @@ class DbtRun:
 
 
 def dbt_executable() -> str:
-    """The dbt of this interpreter's environment (the project's virtualenv)."""
+    """$CAMPAIGN_CUBES_DBT if set (another dbt, or the tests' stand-in), else the virtualenv's."""
+    configured = os.environ.get(ENV_DBT)
+    if configured:
+        return configured
     beside = Path(sys.executable).parent / "dbt"
     if beside.exists():
         return str(beside)
@@ -124,6 +130,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def _interrupt_when_parent_dies(parent: int) -> None:
+    """In the dbt child: get SIGINT if orchestrate.py dies, even by kill -9.
+
+    Otherwise an orphaned dbt keeps building (and holding table locks) while the
+    next scheduler, finding the run's lock free, starts the same build again.
+    Linux signals when the *thread* that started dbt ends; run_dbt waits in it.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+    except (OSError, AttributeError):  # not Linux: best effort only
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGINT)
+
+
 def run_dbt(
     args: list[str],
     *,
@@ -148,7 +169,11 @@ def run_dbt(
     started = time.monotonic()
     timed_out = False
     with console_log.open("wb") as sink:
-        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=full_env, cwd=PROJECT_ROOT)
+        parent = os.getpid()
+        process = subprocess.Popen(
+            argv, stdout=sink, stderr=subprocess.STDOUT, env=full_env, cwd=PROJECT_ROOT,
+            preexec_fn=(lambda: _interrupt_when_parent_dies(parent)) if sys.platform == "linux" else None,
+        )
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -11,10 +11,14 @@ runs across DST); each naive local time is then mapped to exactly one instant:
 * naive times that map to the same instant fire once.
 
 So a daily job fires exactly once per local calendar day in every zone.
+
+The same file's [scheduler] table (SchedulerSettings) says how runs are retried,
+bounded and reported; unknown keys are configuration errors, as everywhere here.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Iterator
@@ -27,15 +31,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 
 __all__ = [
-    "ConfigError", "Job", "Schedule", "host_timezone_name", "load_zone",
+    "ConfigError", "Job", "Schedule", "SchedulerSettings", "host_timezone_name", "load_zone",
     "load_schedule", "fire_times", "upcoming", "latest_slot",
 ]
 
 ENV_TIMEZONE = "CAMPAIGN_CUBES_TIMEZONE"
 _ETC_TIMEZONE = Path("/etc/timezone")  # module-level so tests can point them elsewhere
 _ETC_LOCALTIME = Path("/etc/localtime")
-_TOP_KEYS = ("timezone", "jobs")
+_TOP_KEYS = ("timezone", "jobs", "scheduler")
 _JOB_KEYS = ("cron", "select")
+_SCHEDULER_KEYS = ("retries", "backoff_seconds", "timeout_seconds", "on_failure", "on_failure_url")
 # Margin for the naive croniter walk: a fold makes a later naive time an earlier
 # instant, so we start a day early and filter on instants instead.
 _MARGIN = timedelta(days=1)
@@ -54,9 +59,21 @@ class Job:
 
 
 @dataclass(frozen=True)
+class SchedulerSettings:
+    """How runs are retried, bounded and reported ([scheduler] in orchestrate.toml)."""
+
+    retries: int = 2  # extra attempts after a transient failure (0: none)
+    backoff_seconds: float = 30.0  # wait before the first retry; doubles for each next one
+    timeout_seconds: float = 3 * 3600.0  # whole run, retries and waits included
+    on_failure: str = ""  # shell command run after a failed run, with CUBES_* variables
+    on_failure_url: str = ""  # http(s) URL that receives a JSON POST after a failed run
+
+
+@dataclass(frozen=True)
 class Schedule:
     timezone: ZoneInfo
     jobs: tuple[Job, ...]  # in file order
+    settings: SchedulerSettings = SchedulerSettings()
 
     def job(self, name: str) -> Job:
         """Return the job called `name`; ConfigError listing the known names otherwise."""
@@ -165,6 +182,39 @@ def _parse_job(path: Path, name: str, spec: Any) -> Job:
     return Job(name=name, cron=spec["cron"], select=spec["select"])
 
 
+def _number(where: str, key: str, value: Any, minimum: float, whole: bool = False) -> float:
+    # bool is an int in Python; `retries = true` is a mistake, not 1.
+    usable = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and (isinstance(value, int) or not whole) and math.isfinite(value) and value >= minimum)
+    if not usable:
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"{where}: {key} must be {kind} >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _parse_settings(path: Path, table: Any) -> SchedulerSettings:
+    where = f"{path}: [scheduler]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table, got {table!r}")
+    _reject_unknown(table, _SCHEDULER_KEYS, where)
+    defaults = SchedulerSettings()
+    for key in ("on_failure", "on_failure_url"):
+        if not isinstance(table.get(key, ""), str):
+            raise ConfigError(f"{where}: {key} must be a string, got {table[key]!r}")
+    url = table.get("on_failure_url", "")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: on_failure_url must start with http:// or https://, got {url!r}")
+    timeout = _number(where, "timeout_seconds", table.get("timeout_seconds", defaults.timeout_seconds), 1)
+    return SchedulerSettings(
+        retries=int(_number(where, "retries", table.get("retries", defaults.retries), 0, whole=True)),
+        backoff_seconds=float(_number(where, "backoff_seconds",
+                                      table.get("backoff_seconds", defaults.backoff_seconds), 0)),
+        timeout_seconds=float(timeout),
+        on_failure=table.get("on_failure", ""),
+        on_failure_url=url,
+    )
+
+
 def _zone_from(value: str, source: str) -> ZoneInfo:
     try:
         return load_zone(value)
@@ -188,6 +238,7 @@ def load_schedule(path: Path, timezone_override: str | None = None) -> Schedule:
     if not isinstance(jobs, dict):
         raise ConfigError(f"{path}: jobs must be a table of [jobs.<name>] tables, got {jobs!r}")
     parsed = tuple(_parse_job(path, name, spec) for name, spec in jobs.items())
+    settings = _parse_settings(path, data.get("scheduler", {}))
     # The file's zone is validated even when overridden: same verdict on every host.
     file_zone_info = _zone_from(file_zone, f"{path}: timezone") if file_zone else None
     for value, source in (
@@ -195,8 +246,8 @@ def load_schedule(path: Path, timezone_override: str | None = None) -> Schedule:
         (os.environ.get(ENV_TIMEZONE), f"environment variable {ENV_TIMEZONE}"),
     ):
         if value:
-            return Schedule(timezone=_zone_from(value, source), jobs=parsed)
-    return Schedule(timezone=file_zone_info or load_zone(host_timezone_name()), jobs=parsed)
+            return Schedule(timezone=_zone_from(value, source), jobs=parsed, settings=settings)
+    return Schedule(timezone=file_zone_info or load_zone(host_timezone_name()), jobs=parsed, settings=settings)
 
 
 # --- fire times -------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Fixtures: a real PostgreSQL (the project-local one unless PGHOST is set), demo data, dbt builds.
 
-Everything a test creates lives in schemas named cubes_test*, dropped at the end.
+Each test session works in a database of its own, created at the start and dropped
+at the end, so that sessions never see each other's schemas and the demo database
+is never touched. Where the server does not let us create a database, the session
+uses the configured one and drops the schemas it created (named cubes_test*).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import pytest
 from psycopg2 import sql
 from psycopg2.extensions import connection
@@ -26,25 +30,50 @@ TEST_SCHEMA_PREFIX = "cubes_test"
 TEST_DEMO_SIZE = DemoSize(propositions=4_000, events=4_000, execution_events=2_000)
 
 
+def _admin(statement: sql.Composable) -> None:
+    conn = psycopg2.connect()
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def database() -> dict[str, str]:
-    """Point the session (and the dbt and orchestrate.py processes it starts) at the server."""
-    env = localpg.connection_env()
-    os.environ.update(env)
+def database() -> Iterator[str | None]:
+    """Point the session (and the dbt and orchestrate.py processes it starts) at its own database."""
+    os.environ.update(localpg.connection_env())
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-    return env
+    name = f"{TEST_SCHEMA_PREFIX}_{os.getpid()}"
+    try:
+        _admin(sql.SQL("create database {}").format(sql.Identifier(name)))
+    except psycopg2.errors.InsufficientPrivilege as refusal:
+        print(f"\nconftest: cannot create a test database ({refusal.pgerror.strip()}); "
+              f"using {os.environ.get('PGDATABASE')} and dropping the {TEST_SCHEMA_PREFIX}* schemas afterwards")
+        yield None
+        return
+    configured = os.environ.get("PGDATABASE")
+    os.environ["PGDATABASE"] = name
+    yield name
+    if configured is None:
+        del os.environ["PGDATABASE"]
+    else:
+        os.environ["PGDATABASE"] = configured
+    _admin(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
-def pg_conn(database: dict[str, str]) -> Iterator[connection]:
-    """One autocommit connection for the whole session; drops the test schemas at the end."""
+def pg_conn(database: str | None) -> Iterator[connection]:
+    """One autocommit connection for the whole session (to its own database, when it has one)."""
     conn = psycopg2.connect()
     conn.autocommit = True
     yield conn
-    with conn.cursor() as cursor:
-        cursor.execute("select nspname from pg_namespace where nspname like %s", (TEST_SCHEMA_PREFIX + "%",))
-        for (schema,) in cursor.fetchall():
-            cursor.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))
+    if database is None:  # a shared database: leave no test schema behind
+        with conn.cursor() as cursor:
+            cursor.execute("select nspname from pg_namespace where nspname like %s", (TEST_SCHEMA_PREFIX + "%",))
+            for (schema,) in cursor.fetchall():
+                cursor.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))
     conn.close()
 
 

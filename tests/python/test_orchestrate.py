@@ -67,5 +67,32 @@ def test_next_rejects_an_unknown_zone() -> None:
 def test_help_explains_commands_and_exit_codes() -> None:
     done = orchestrate("--help")
     assert done.returncode == 0
-    for word in ("run", "serve", "next", "demo", "Exit codes"):
+    for word in ("run", "serve", "status", "next", "demo", "Exit codes"):
         assert word in done.stdout
+    for code in ("0  success", "1  a dbt model or test failed", "2  bad usage", "3  the database could not",
+                 "4  busy", "5  transient failures", "6  the run's overall timeout"):
+        assert code in done.stdout
+
+
+@pytest.mark.slow
+def test_two_simultaneous_runs_one_builds_one_is_busy(demo_source: str) -> None:
+    """The real dbt: the second run of a job exits 4 and names the first; `status` shows the run."""
+    env = {**os.environ, "CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate_busy"}
+    argv = [sys.executable, str(ROOT / "orchestrate.py"), "run", "agg_messageCenter_full",
+            "--vars", json.dumps({"campaign_schema": demo_source})]
+    processes = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                 for _ in range(2)]
+    outputs = {process.pid: process.communicate(timeout=600)[0] for process in processes}
+    codes = {process.returncode: process for process in processes}
+    assert sorted(codes) == [0, 4], outputs
+    winner, loser = codes[0], codes[4]
+    assert "agg_messageCenter_full: success in" in outputs[winner.pid]
+    assert "busy: another run holds its lock" in outputs[loser.pid]
+    assert f"orchestrate.py run pid {winner.pid}" in outputs[loser.pid]
+    assert "dbt build" not in outputs[loser.pid]
+
+    status = orchestrate("status", "--job", "agg_messageCenter_full",
+                         env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate_busy"})
+    assert status.returncode == 0, status.stdout + status.stderr
+    [run_line] = [line.split() for line in status.stdout.splitlines() if line.strip().startswith("1 ")]
+    assert run_line[:3] == ["1", "manual", "-"] and "success" in run_line

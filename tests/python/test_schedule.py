@@ -382,6 +382,40 @@ def test_load_schedule_errors(tmp_path: Path, text: str, needles: list[str]) -> 
         assert needle in message
 
 
+def test_scheduler_settings_defaults_and_values(tmp_path: Path) -> None:
+    assert load_schedule(_write(tmp_path, JOBS)).settings == sched.SchedulerSettings()
+    path = _write(tmp_path, JOBS + '[scheduler]\nretries = 0\nbackoff_seconds = 1.5\ntimeout_seconds = 60\n'
+                              'on_failure = "notify-ops"\non_failure_url = "https://hooks.example/x"\n')
+    assert load_schedule(path).settings == sched.SchedulerSettings(
+        retries=0, backoff_seconds=1.5, timeout_seconds=60.0, on_failure="notify-ops",
+        on_failure_url="https://hooks.example/x")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("scheduler = 3\n", "[scheduler]: must be a table, got 3"),
+        ("[scheduler]\nretry = 3\n", "[scheduler]: unknown key 'retry' (allowed: retries, backoff_seconds, "
+                                      "timeout_seconds, on_failure, on_failure_url)"),
+        ("[scheduler]\nretries = -1\n", "retries must be a whole number >= 0, got -1"),
+        ("[scheduler]\nretries = 1.5\n", "retries must be a whole number >= 0, got 1.5"),
+        ("[scheduler]\nretries = true\n", "retries must be a whole number >= 0, got True"),
+        ("[scheduler]\nbackoff_seconds = -1\n", "backoff_seconds must be a number >= 0, got -1"),
+        ("[scheduler]\nbackoff_seconds = \"30\"\n", "backoff_seconds must be a number >= 0, got '30'"),
+        ("[scheduler]\ntimeout_seconds = 0\n", "timeout_seconds must be a number >= 1, got 0"),
+        ("[scheduler]\ntimeout_seconds = inf\n", "timeout_seconds must be a number >= 1, got inf"),
+        ("[scheduler]\non_failure = 1\n", "on_failure must be a string, got 1"),
+        ('[scheduler]\non_failure_url = "hooks.example"\n', "on_failure_url must start with http:// or https://"),
+    ],
+)
+def test_scheduler_settings_errors(tmp_path: Path, text: str, needle: str) -> None:
+    path = _write(tmp_path, text + JOBS)
+    with pytest.raises(ConfigError) as info:
+        load_schedule(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert needle in str(info.value)
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nope.toml: file not found"):
         load_schedule(tmp_path / "nope.toml")

@@ -1,0 +1,373 @@
+"""Run history and run locks: what the scheduler knows survives its process.
+
+One table, `<schema>_audit.scheduler_runs`, records every run: job, scheduled slot
+(NULL for a manual run), trigger, start, end, outcome, exit codes, attempts and
+failed nodes. Two partial unique indexes make the database itself refuse a second
+successful run of a slot and a second running row of a job.
+
+Locks are PostgreSQL session-level advisory locks taken on the same connection:
+one per job, one for the shared dbt state (seeds and staging views both jobs
+rebuild). A process that dies loses its session and so its locks, which is how a
+'running' row whose lock is free is known to be abandoned.
+
+`MemoryHistory` implements the same interface in memory, for the multi-year
+simulations; tests show the same invariants on `PgHistory` over shorter ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+# Outcomes of a recorded run.
+RUNNING = "running"
+SUCCESS = "success"
+FAILED = "failed"  # a model or test failed: not retried
+TIMEOUT = "timeout"  # the run's overall timeout expired; dbt got SIGINT
+TRANSIENT_EXHAUSTED = "transient_exhausted"  # transient failures used up the retry budget
+INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM
+ABANDONED = "abandoned"  # its process died (found later, its lock being free)
+
+TABLE = "scheduler_runs"
+DBT_STATE_LOCK = "dbt-state"
+
+
+def job_lock(job: str) -> str:
+    return f"job:{job}"
+
+
+def application_name(command: str) -> str:
+    """What pg_stat_activity shows for our sessions: enough to find the process."""
+    return f"orchestrate.py {command} pid {os.getpid()} on {socket.gethostname()}"[:63]
+
+
+class HistoryUnavailable(Exception):
+    """The history's database cannot be reached (or the session was lost)."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: int
+    job: str
+    slot: datetime | None
+    trigger: str  # schedule, catch-up or manual
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str
+    exit_code: int | None  # orchestrate.py's exit code for this run
+    dbt_exit_code: int | None  # the last dbt process's own exit code
+    attempts: int
+    failed_nodes: tuple[str, ...]
+    message: str
+    pid: int | None
+    host: str
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as pg_stat_activity tells it."""
+
+    application_name: str
+    backend_pid: int | None = None
+    client: str | None = None
+    since: datetime | None = None
+
+    def describe(self) -> str:
+        details = [f"backend pid {self.backend_pid}" if self.backend_pid else "",
+                   f"client {self.client}" if self.client else "",
+                   f"connected {self.since.isoformat(timespec='seconds')}" if self.since else ""]
+        extra = ", ".join(d for d in details if d)
+        return f"'{self.application_name or '?'}'" + (f" ({extra})" if extra else "")
+
+
+class History(Protocol):
+    """The run history and the run locks of one session (one process)."""
+
+    def try_lock(self, name: str) -> Holder | None:
+        """Take the lock `name` now; None when taken, else who holds it."""
+
+    def holder(self, name: str) -> Holder | None:
+        """Who holds `name`, without taking it."""
+
+    def unlock(self, name: str) -> None: ...
+
+    def abandon_running(self, job: str, at: datetime) -> list[RunRecord]:
+        """Mark `job`'s running rows abandoned; call only while holding its lock."""
+
+    def start(self, job: str, slot: datetime | None, trigger: str, at: datetime) -> int: ...
+
+    def finish(self, run_id: int, at: datetime, outcome: str, exit_code: int | None,
+               dbt_exit_code: int | None, attempts: int, failed_nodes: Sequence[str], message: str) -> None: ...
+
+    def slot_runs(self, job: str, slot: datetime) -> list[RunRecord]:
+        """The runs recorded for one scheduled slot, oldest first."""
+
+    def last_runs(self, job: str, limit: int) -> list[RunRecord]:
+        """Most recent first."""
+
+    def close(self) -> None: ...
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc)
+
+
+# --- in memory, for simulations -----------------------------------------------------
+
+@dataclass
+class MemoryDatabase:
+    """What a PostgreSQL server would hold: the rows and the advisory locks."""
+
+    rows: list[RunRecord] = field(default_factory=list)
+    locks: dict[str, MemoryHistory] = field(default_factory=dict)
+
+
+class MemoryHistory:
+    """A session on a MemoryDatabase; close() releases its locks like a session's end."""
+
+    def __init__(self, database: MemoryDatabase, name: str, pid: int | None = None) -> None:
+        self.database = database
+        self.name = name
+        self.pid = pid
+
+    def try_lock(self, name: str) -> Holder | None:
+        owner = self.database.locks.setdefault(name, self)
+        # Session-level advisory locks are reentrant for their owner, as in PostgreSQL.
+        return None if owner is self else Holder(owner.name)
+
+    def holder(self, name: str) -> Holder | None:
+        owner = self.database.locks.get(name)
+        return Holder(owner.name) if owner is not None else None
+
+    def unlock(self, name: str) -> None:
+        if self.database.locks.get(name) is self:
+            del self.database.locks[name]
+
+    def abandon_running(self, job: str, at: datetime) -> list[RunRecord]:
+        rows = self.database.rows
+        stale = [i for i, row in enumerate(rows) if row.job == job and row.outcome == RUNNING]
+        for i in stale:
+            rows[i] = replace(rows[i], outcome=ABANDONED, ended_at=_utc(at),
+                              message="its process died (lock free, row still running)")
+        return [rows[i] for i in stale]
+
+    def start(self, job: str, slot: datetime | None, trigger: str, at: datetime) -> int:
+        if any(row.job == job and row.outcome == RUNNING for row in self.database.rows):
+            raise RuntimeError(f"a second running row for {job}")  # the unique index's verdict
+        run_id = len(self.database.rows) + 1
+        self.database.rows.append(RunRecord(
+            run_id=run_id, job=job, slot=_utc(slot) if slot else None, trigger=trigger,
+            started_at=_utc(at), ended_at=None, outcome=RUNNING, exit_code=None, dbt_exit_code=None,
+            attempts=0, failed_nodes=(), message="", pid=self.pid, host=self.name))
+        return run_id
+
+    def finish(self, run_id: int, at: datetime, outcome: str, exit_code: int | None,
+               dbt_exit_code: int | None, attempts: int, failed_nodes: Sequence[str], message: str) -> None:
+        row = self.database.rows[run_id - 1]
+        if outcome == SUCCESS and row.slot is not None and any(
+                other.outcome == SUCCESS for other in self.slot_runs(row.job, row.slot)):
+            raise RuntimeError(f"a second success for {row.job} {row.slot}")  # the unique index's verdict
+        self.database.rows[run_id - 1] = replace(
+            row, ended_at=_utc(at), outcome=outcome, exit_code=exit_code, dbt_exit_code=dbt_exit_code,
+            attempts=attempts, failed_nodes=tuple(failed_nodes), message=message)
+
+    def slot_runs(self, job: str, slot: datetime) -> list[RunRecord]:
+        # In UTC: an aware time inside a DST fold never equals one in another tzinfo (PEP 495).
+        return [row for row in self.database.rows if row.job == job and row.slot == _utc(slot)]
+
+    def last_runs(self, job: str, limit: int) -> list[RunRecord]:
+        return [row for row in reversed(self.database.rows) if row.job == job][:limit]
+
+    def close(self) -> None:
+        for name in [name for name, owner in self.database.locks.items() if owner is self]:
+            del self.database.locks[name]
+
+
+# --- PostgreSQL --------------------------------------------------------------------
+
+def lock_key(schema: str, name: str) -> int:
+    """A stable signed 64-bit advisory lock key, scoped to the published schema."""
+    digest = hashlib.blake2b(f"campaign-cubes:{schema}:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+_COLUMNS = ("run_id, job, slot, trigger, started_at, ended_at, outcome, exit_code, dbt_exit_code, "
+            "attempts, failed_nodes, message, pid, host")
+
+_DDL = """
+create schema if not exists {audit};
+create table if not exists {audit}.scheduler_runs (
+    run_id bigserial primary key,
+    job text not null,
+    slot timestamptz,                      -- the scheduled fire instant; NULL for a manual run
+    trigger text not null,                 -- schedule, catch-up or manual
+    started_at timestamptz not null,
+    ended_at timestamptz,
+    outcome text not null default 'running',
+    exit_code integer,                     -- orchestrate.py's exit code for this run
+    dbt_exit_code integer,                 -- the last dbt process's exit code
+    attempts integer not null default 0,
+    failed_nodes text[] not null default '{{}}',
+    message text not null default '',
+    pid integer,
+    host text not null default ''
+);
+-- The database itself refuses a second success for a slot and two running rows for a job.
+create unique index if not exists scheduler_runs_one_success
+    on {audit}.scheduler_runs (job, slot) where outcome = 'success';
+create unique index if not exists scheduler_runs_one_running
+    on {audit}.scheduler_runs (job) where outcome = 'running';
+create index if not exists scheduler_runs_job_started
+    on {audit}.scheduler_runs (job, started_at desc);
+"""
+
+
+class PgHistory:
+    """The history table and advisory locks on one autocommit psycopg2 connection."""
+
+    def __init__(self, connection: Any, schema: str) -> None:
+        self.connection = connection
+        self.schema = schema
+        self.audit = f"{schema}_audit"
+        self._ready = False
+
+    @classmethod
+    def connect(cls, schema: str, command: str) -> PgHistory:
+        """Connect with libpq's environment; HistoryUnavailable if the server cannot be reached."""
+        import psycopg2
+
+        try:
+            connection = psycopg2.connect(application_name=application_name(command), connect_timeout=10)
+        except psycopg2.OperationalError as exc:
+            raise HistoryUnavailable(str(exc).strip()) from None
+        connection.autocommit = True
+        return cls(connection, schema)
+
+    def _execute(self, statement: Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        import psycopg2
+
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                return cursor.fetchall() if cursor.description else []
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise HistoryUnavailable(str(exc).strip()) from None
+
+    def _sql(self, text: str) -> Any:
+        from psycopg2 import sql
+
+        return sql.SQL(text).format(audit=sql.Identifier(self.audit))
+
+    def ensure_table(self) -> None:
+        if self._ready:
+            return
+        import psycopg2
+
+        # Concurrent `create ... if not exists` can still collide: serialise them.
+        try:
+            self._execute(self._sql("begin; select pg_advisory_xact_lock(%s);" + _DDL + "commit;"),
+                          (lock_key(self.schema, "ddl"),))
+        except psycopg2.Error:
+            self._execute("rollback")  # autocommit session: leave no aborted transaction behind
+            raise
+        self._ready = True
+
+    def _table_exists(self) -> bool:
+        if not self._ready:
+            found = self._execute("select to_regclass(%s) is not null", (f'"{self.audit}".{TABLE}',))
+            self._ready = bool(found[0][0])
+        return self._ready
+
+    # locks
+
+    def try_lock(self, name: str) -> Holder | None:
+        [(taken,)] = self._execute("select pg_try_advisory_lock(%s)", (lock_key(self.schema, name),))
+        return None if taken else (self.holder(name) or Holder("(released meanwhile)"))
+
+    def holder(self, name: str) -> Holder | None:
+        key = lock_key(self.schema, name) & 0xFFFF_FFFF_FFFF_FFFF
+        # A bigint advisory key shows in pg_locks as classid (high half), objid (low half), objsubid 1.
+        rows = self._execute(
+            """select a.application_name, a.pid, host(a.client_addr), a.backend_start
+               from pg_locks l join pg_stat_activity a on a.pid = l.pid
+               where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+                 and l.classid = %s::bigint::oid and l.objid = %s::bigint::oid
+                 and l.database = (select oid from pg_database where datname = current_database())
+                 and l.pid <> pg_backend_pid()""",
+            (key >> 32, key & 0xFFFF_FFFF))
+        if not rows:
+            return None
+        name_, pid, client, since = rows[0]
+        return Holder(name_ or "", pid, client, since)
+
+    def unlock(self, name: str) -> None:
+        try:
+            self._execute("select pg_advisory_unlock(%s)", (lock_key(self.schema, name),))
+        except HistoryUnavailable:
+            pass  # the session is gone, and its locks with it
+
+    # rows
+
+    def abandon_running(self, job: str, at: datetime) -> list[RunRecord]:
+        if not self._table_exists():
+            return []
+        rows = self._execute(self._sql(
+            f"""update {{audit}}.scheduler_runs
+                set outcome = 'abandoned', ended_at = %s,
+                    message = 'its process died (lock free, row still running)'
+                where job = %s and outcome = 'running' returning {_COLUMNS}"""), (at, job))
+        return [_record(row) for row in rows]
+
+    def start(self, job: str, slot: datetime | None, trigger: str, at: datetime) -> int:
+        self.ensure_table()
+        [(run_id,)] = self._execute(self._sql(
+            """insert into {audit}.scheduler_runs (job, slot, trigger, started_at, pid, host)
+               values (%s, %s, %s, %s, %s, %s) returning run_id"""),
+            (job, slot, trigger, at, os.getpid(), socket.gethostname()))
+        return int(run_id)
+
+    def finish(self, run_id: int, at: datetime, outcome: str, exit_code: int | None,
+               dbt_exit_code: int | None, attempts: int, failed_nodes: Sequence[str], message: str) -> None:
+        self._execute(self._sql(
+            """update {audit}.scheduler_runs
+               set ended_at = %s, outcome = %s, exit_code = %s, dbt_exit_code = %s, attempts = %s,
+                   failed_nodes = %s, message = %s
+               where run_id = %s"""),
+            (at, outcome, exit_code, dbt_exit_code, attempts, list(failed_nodes), message, run_id))
+
+    def slot_runs(self, job: str, slot: datetime) -> list[RunRecord]:
+        if not self._table_exists():
+            return []
+        rows = self._execute(self._sql(
+            f"select {_COLUMNS} from {{audit}}.scheduler_runs where job = %s and slot = %s order by run_id"),
+            (job, slot))
+        return [_record(row) for row in rows]
+
+    def last_runs(self, job: str, limit: int) -> list[RunRecord]:
+        if not self._table_exists():
+            return []
+        rows = self._execute(self._sql(
+            f"select {_COLUMNS} from {{audit}}.scheduler_runs where job = %s order by run_id desc limit %s"),
+            (job, limit))
+        return [_record(row) for row in rows]
+
+    def close(self) -> None:
+        try:
+            self.connection.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection must not mask the real error
+            pass
+
+
+def _record(row: Sequence[Any]) -> RunRecord:
+    (run_id, job, slot, trigger, started, ended, outcome, exit_code, dbt_exit_code,
+     attempts, failed_nodes, message, pid, host) = row
+    return RunRecord(
+        run_id=int(run_id), job=job, slot=_utc(slot) if slot else None, trigger=trigger,
+        started_at=_utc(started), ended_at=_utc(ended) if ended else None, outcome=outcome,
+        exit_code=exit_code, dbt_exit_code=dbt_exit_code, attempts=attempts,
+        failed_nodes=tuple(failed_nodes or ()), message=message or "", pid=pid, host=host or "")
