@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,26 @@ def run_cubes(args: list[str], dbt_vars: dict[str, Any], *, schema: str, work_di
         env={"CAMPAIGN_CUBES_SCHEMA": schema},
         work_dir=work_dir,
     )
+
+
+class FakeClock:
+    """An injected clock (the scheduler's Clock): sleeping advances it at once."""
+
+    def __init__(self, start: datetime) -> None:
+        # UTC: aware arithmetic in a DST zone is wall-clock arithmetic
+        self.wall, self.mono = start.astimezone(timezone.utc), 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)

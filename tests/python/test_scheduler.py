@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import psycopg2
 import pytest
 from psycopg2 import sql
+from support import FakeClock
 
 from campaign_cubes.dbt import DbtRun, NodeResult
 from campaign_cubes.history import (
@@ -40,24 +41,6 @@ SLOT = datetime(2026, 3, 29, 4, 0, tzinfo=HEL)  # the gap-shifted 03:00
 SETTINGS = SchedulerSettings(retries=2, backoff_seconds=30, timeout_seconds=3600)
 
 
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.wall, self.mono = start.astimezone(UTC), 0.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> datetime:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += timedelta(seconds=seconds)
-        self.mono += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
 
 
 class ScriptedDbt:

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from psycopg2 import sql
+from support import FakeClock
 from psycopg2.extensions import connection
 
 from campaign_cubes.history import (
@@ -68,25 +69,14 @@ class Stats:
     fail_slots: set[tuple[str, datetime]] = field(default_factory=set)
 
 
-class SimClock:
+class SimClock(FakeClock):
     """Wall clock and monotonic clock; sleeps of `serve` (idle) are perturbed."""
 
     def __init__(self, start: datetime, rng: random.Random, chances: Perturbations, stats: Stats) -> None:
-        self.wall = start.astimezone(UTC)  # UTC: aware arithmetic in a DST zone is wall-clock arithmetic
-        self.mono = 0.0
+        super().__init__(start)
         self.rng, self.chances, self.stats = rng, chances, stats
         self.idle = True
         self.horizon: Callable[[], datetime] = lambda: self.wall + timedelta(days=1)
-
-    def now(self) -> datetime:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += timedelta(seconds=seconds)
-        self.mono += seconds
 
     def sleep(self, seconds: float) -> None:
         if not self.idle:  # backoff and lock waits inside a run: plain time
