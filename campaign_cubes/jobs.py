@@ -120,7 +120,10 @@ Runner = Callable[[Job, float], Attempt]  # (job, seconds left) -> what happened
 def build_args(job: Job, dbt_vars: str | None = None) -> list[str]:
     # cautious: a job runs only the tests whose every parent it builds. dbt's default
     # (eager) would also run the other cube's tests that share a seed with this one.
-    args = ["build", "--select", *job.select.split(), "--indirect-selection", "cautious"]
+    # Unit tests check the SQL, not the data: they run in CI (./cubes.sh test), not
+    # every night.
+    args = ["build", "--select", *job.select.split(), "--indirect-selection", "cautious",
+            "--exclude", "test_type:unit"]
     return [*args, "--vars", dbt_vars] if dbt_vars else args
 
 

@@ -24,7 +24,7 @@
     DELETE does not see the rows the first one inserted.)
 
     Model config: `meta: {audit: {grain: [...], nullable_grain: [...], count_measure: <column>,
-    fact_model: <model whose rows the count measure must add up to>}}`.
+    facts: <cube name for campaign_fact_tables>}}`.
     Vars: publish_min_volume_ratio, publish_lock_timeout, reporting_role (dbt_project.yml).
 #}
 {% materialization published_table, adapter='postgres' %}
@@ -41,7 +41,7 @@
     {%- set audit = config.get('meta', {}).get('audit') -%}
     {%- if not audit -%}
         {{ exceptions.raise_compiler_error(
-            "published_table needs meta.audit (grain, count_measure, fact_model) on " ~ model.name) }}
+            "published_table needs meta.audit (grain, count_measure, facts) on " ~ model.name) }}
     {%- endif -%}
 
     {{ run_hooks(pre_hooks, inside_transaction=False) }}
@@ -141,7 +141,7 @@
                 where {{ required | join(' is null or ') }} is null
             ) as null_keys,
             (select coalesce(sum({{ measure }}), 0) from {{ candidate }}) as candidate_total,
-            (select count(*) from {{ ref(audit['fact_model']) }}) as fact_rows,
+            ({{ campaign_fact_rows_sql(audit['facts']) }}) as fact_rows,
             {% if existing_relation is not none -%}
             (select coalesce(sum({{ measure }}), 0) from {{ existing_relation }})
             {%- else -%}
@@ -301,4 +301,38 @@
             {{ quoted_literal(findings) if findings else 'null' }}
         )
     {%- endcall %}
+{% endmacro %}
+
+
+{#
+    The Campaign tables behind each cube, with their keys, for the configured
+    message_center_source (the staging models read the same tables).
+#}
+{% macro campaign_fact_tables(facts) %}
+    {%- if facts == 'propositions' -%}
+        {{ return([('nmspropositionrcp', 'ipropositionid')]) }}
+    {%- elif var('message_center_source') == 'execution' -%}
+        {{ return([('nmsrtevent', 'irteventid'), ('nmsbatchevent', 'ibatcheventid')]) }}
+    {%- else -%}
+        {{ return([('nmseventhisto', 'bieventhistoid')]) }}
+    {%- endif -%}
+{% endmacro %}
+
+
+{#
+    The fact rows a cube must count, computed independently of the models and in
+    one cheap pass per table: each key other than Campaign's placeholder 0 once
+    (a duplicated key counts once), plus every row without a key. Counting the
+    staging view instead would sort whole rows a second time.
+#}
+{% macro campaign_fact_rows_sql(facts) %}
+    select sum(fact_rows) from (
+        {%- for table, key in campaign_fact_tables(facts) %}
+        {% if not loop.first %}union all{% endif %}
+        select
+            count(distinct {{ key }}) filter (where {{ key }} <> 0)
+            + count(*) filter (where {{ key }} is null) as fact_rows
+        from {{ source('campaign', table) }}
+        {%- endfor %}
+    ) as per_table
 {% endmacro %}

@@ -1,6 +1,4 @@
 {{ config(alias='agg_nmspropositionrcp_full') }}
--- the audit reconciles the totals with the deduplicated propositions
--- depends_on: {{ ref('stg_campaign__propositions') }}
 
 with
 

@@ -74,11 +74,11 @@ def test_unknown_codes_are_named_by_warnings(default_build: CubesBuild) -> None:
     warned = {node.name for node in default_build.run.warned}
     assert {"agg_messagecenter_full_unlisted_status_codes", "agg_messagecenter_full_unlisted_channel_codes",
             "agg_nmspropositionrcp_full_unlisted_channel_codes",
-            "stg_campaign__propositions_unlisted_status_codes"} <= warned
+            "campaign_nmspropositionrcp_unlisted_status_codes"} <= warned
     log = default_build.run.log_file.read_text()
     assert "agg_messagecenter_full.status_code has codes not in its seed: 57" in log
     assert "agg_nmspropositionrcp_full.channel_code has codes not in its seed: 57" in log
-    assert "proposition_status_code has codes missing from campaign_proposition_statuses: 7" in log
+    assert "nmspropositionrcp.istatus has codes missing from campaign_proposition_statuses: 7" in log
 
 
 def test_published_tables_are_lower_case_with_contract_types(default_build: CubesBuild, pg_conn: Any) -> None:
