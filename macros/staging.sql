@@ -5,14 +5,26 @@
 
 {#
     One row per key: the copy with the greatest `order_by`. A key seen twice in a
-    Campaign table (replicas and exports carry such copies) is counted once. Rows
-    whose key is NULL are not duplicates of one another: their physical row
-    (`source_row`, see physical_row_id) keeps them apart, in the same sorted pass.
+    Campaign table (replicas and exports carry such copies) is counted once.
+
+    Fact tables (keep_keyless): rows whose key is NULL are not duplicates of one
+    another; their physical row (`source_row`, see physical_row_id) keeps them
+    apart, in the same sorted pass. Lookup tables: a row without a key can never be
+    linked to, so it is left out, and deduplicating on the key alone lets the
+    planner know the key is unique (it then hash-joins the facts to the lookup
+    instead of sorting them for a merge join).
 #}
-{% macro keep_latest_per_key(relation, key, order_by) %}
+{% macro keep_latest_per_key(relation, key, order_by, keep_keyless=true) %}
+    {%- if keep_keyless %}
     select distinct on ({{ key }}, case when {{ key }} is null then source_row end) *
     from {{ relation }}
     order by {{ key }} asc, case when {{ key }} is null then source_row end asc, {{ order_by }}
+    {%- else %}
+    select distinct on ({{ key }}) *
+    from {{ relation }}
+    where {{ key }} is not null
+    order by {{ key }} asc, {{ order_by }}
+    {%- endif %}
 {% endmacro %}
 
 

@@ -2,11 +2,7 @@ with
 
 source as (
 
-    -- the physical row keeps apart rows that have no key (see deduplicated)
-    select
-        *,
-        {{ physical_row_id() }} as source_row
-    from {{ source('campaign', 'nmsdelivery') }}
+    select * from {{ source('campaign', 'nmsdelivery') }}
 
 ),
 
@@ -17,8 +13,7 @@ renamed as (
         slabel::text as delivery_label,
         sinternalname::text as delivery_internal_name,
         imessagetype::smallint as message_type_code,
-        {{ column_or_null(source('campaign', 'nmsdelivery'), 'tslastmodified', 'timestamptz') }} as last_modified_at,
-        source_row
+        {{ column_or_null(source('campaign', 'nmsdelivery'), 'tslastmodified', 'timestamptz') }} as last_modified_at
     from source
     -- key 0 is Campaign's placeholder row, not a delivery
     where ideliveryid is distinct from 0
@@ -29,7 +24,8 @@ deduplicated as (
 
     {{ keep_latest_per_key(
         'renamed', 'delivery_id',
-        'last_modified_at desc nulls last, message_type_code asc nulls last, delivery_label asc nulls last'
+        'last_modified_at desc nulls last, message_type_code asc nulls last, delivery_label asc nulls last',
+        keep_keyless=false
     ) }}
 
 ),

@@ -2,11 +2,7 @@ with
 
 source as (
 
-    -- the physical row keeps apart rows that have no key (see deduplicated)
-    select
-        *,
-        {{ physical_row_id() }} as source_row
-    from {{ source('campaign', 'nmsofferspace') }}
+    select * from {{ source('campaign', 'nmsofferspace') }}
 
 ),
 
@@ -17,8 +13,7 @@ renamed as (
         sname::text as offer_space_name,
         slabel::text as offer_space_label,
         ichannel::smallint as channel_code,
-        {{ column_or_null(source('campaign', 'nmsofferspace'), 'tslastmodified', 'timestamptz') }} as last_modified_at,
-        source_row
+        {{ column_or_null(source('campaign', 'nmsofferspace'), 'tslastmodified', 'timestamptz') }} as last_modified_at
     from source
     -- key 0 is Campaign's placeholder row, not a space
     where iofferspaceid is distinct from 0
@@ -29,7 +24,8 @@ deduplicated as (
 
     {{ keep_latest_per_key(
         'renamed', 'offer_space_id',
-        'last_modified_at desc nulls last, channel_code asc nulls last, offer_space_label asc nulls last'
+        'last_modified_at desc nulls last, channel_code asc nulls last, offer_space_label asc nulls last',
+        keep_keyless=false
     ) }}
 
 ),

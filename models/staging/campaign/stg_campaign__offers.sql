@@ -2,11 +2,7 @@ with
 
 source as (
 
-    -- the physical row keeps apart rows that have no key (see deduplicated)
-    select
-        *,
-        {{ physical_row_id() }} as source_row
-    from {{ source('campaign', 'nmsoffer') }}
+    select * from {{ source('campaign', 'nmsoffer') }}
 
 ),
 
@@ -21,8 +17,7 @@ renamed as (
         istatus::smallint as offer_status_code,
         tsstart as valid_from,
         tsend as valid_to,
-        {{ column_or_null(source('campaign', 'nmsoffer'), 'tslastmodified', 'timestamptz') }} as last_modified_at,
-        source_row
+        {{ column_or_null(source('campaign', 'nmsoffer'), 'tslastmodified', 'timestamptz') }} as last_modified_at
     from source
     -- key 0 is Campaign's placeholder row, not an offer
     where iofferid is distinct from 0
@@ -33,7 +28,8 @@ deduplicated as (
 
     {{ keep_latest_per_key(
         'renamed', 'offer_id',
-        'last_modified_at desc nulls last, offer_label asc nulls last, offer_name asc nulls last'
+        'last_modified_at desc nulls last, offer_label asc nulls last, offer_name asc nulls last',
+        keep_keyless=false
     ) }}
 
 ),
