@@ -1,0 +1,563 @@
+#!/usr/bin/env python3
+"""Benchmark: the project's scheduled run against the bare-SQL floor, at several sizes.
+
+For each size N (N propositions and N Message Center events, N // 10 execution
+events), on the same server and in one run:
+
+1. the Campaign tables are generated into ``<prefix>_campaign_<N>`` (reused when
+   that schema already holds this size and seed; ``--reload`` forces it);
+2. the project's working schemas (``<prefix>_cubes``, ``_staging``, ``_audit``) are
+   dropped, and ``orchestrate.py run`` of both jobs is timed end to end: the
+   *first* run (nothing published yet; it also warms the cache);
+3. the floor (``bench/floor.sql``: one bare ``create table ... as select ... group
+   by`` per aggregate, straight from the Campaign tables) is timed;
+4. ``orchestrate.py run`` is timed again: the *steady* run, as every scheduled run
+   after the first (the published tables exist; the audit compares volumes);
+5. steps 3 and 4 are repeated ``--repeat`` times in all; the best time of each counts;
+6. the floor's tables are compared with the published ones, row for row (EXCEPT ALL
+   both ways on every column; double precision columns within a relative 1e-9):
+   a difference fails the benchmark (exit 1), as the floor would not be a floor.
+
+It prints the server settings that matter, one table row per size, and last a
+line ``ratio_vs_floor=<x.xx>``: steady run / floor at the largest size.
+
+The orchestrator's peak memory is the largest sum of the resident sizes of
+orchestrate.py and all its descendants (dbt), sampled every 50 ms from /proc.
+PostgreSQL's own memory is the server's, not the orchestrator's, and is not in it.
+
+Usage:
+    .venv/bin/python bench/run.py                        # 1 M and 10 M
+    .venv/bin/python bench/run.py --sizes 1000000        # one size
+    .venv/bin/python bench/run.py --sizes 100000000      # 100 M (about 35 GB of tables, plus sort files)
+
+Without PGHOST it runs against the project-local server (started if needed).
+Exit codes: 0 done, the floor agrees; 1 the floor and the project disagree or the
+project's run failed; 2 bad usage; 3 the database could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import psycopg2  # noqa: E402
+from psycopg2 import sql  # noqa: E402
+from psycopg2.extensions import connection  # noqa: E402
+
+from campaign_cubes import localpg  # noqa: E402
+from campaign_cubes.demo import DemoRefused, DemoSize, load_demo  # noqa: E402
+
+FLOOR_SQL = Path(__file__).resolve().parent / "floor.sql"
+SEEDS = PROJECT_ROOT / "seeds"
+ORCHESTRATE = PROJECT_ROOT / "orchestrate.py"
+JOBS = ("agg_messageCenter_full", "agg_nmspropositionrcp_full")
+# The published relations (lower case) and their grain.
+AGGREGATES = {
+    "agg_nmspropositionrcp_full": ("proposition_date", "channel_code", "delivery_id", "offer_id"),
+    "agg_messagecenter_full": ("event_date", "channel_code", "status_code", "event_type"),
+}
+FLOAT_TOLERANCE = 1e-9  # relative; sums of doubles depend on the order of addition
+SAMPLE_SECONDS = 0.05
+BENCH_MARK = "campaign-cubes bench load"
+SERVER_SETTINGS = (
+    "max_parallel_workers_per_gather", "max_parallel_workers", "work_mem", "hash_mem_multiplier",
+    "shared_buffers", "effective_cache_size", "jit",
+)
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
+
+
+class BenchFailure(RuntimeError):
+    """The benchmark cannot vouch for its numbers: a failed run or a floor that disagrees."""
+
+
+# --- memory of a process tree -------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found.extend(int(child) for child in handle.read().split())
+    except OSError:
+        pass  # the process ended meanwhile
+    return found
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_kib(root: int) -> int:
+    """Resident memory of `root` and all its descendants, in KiB."""
+    total, pending, seen = 0, [root], set()
+    while pending:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += _rss_kib(pid)
+        pending.extend(_children(pid))
+    return total
+
+
+class PeakMemory(threading.Thread):
+    """Samples a process tree's resident memory until stopped; keeps the maximum."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kib = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak_kib = max(self.peak_kib, tree_rss_kib(self.pid))
+            self._stop_event.wait(SAMPLE_SECONDS)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak_kib
+
+
+# --- the data ------------------------------------------------------------------
+
+def source_schema(prefix: str, size: int) -> str:
+    return f"{prefix}_campaign_{size}"
+
+
+def demo_size(size: int) -> DemoSize:
+    return DemoSize(propositions=size, events=size, execution_events=size // 10)
+
+
+def _loaded_mark(conn: connection, schema: str) -> dict[str, object] | None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "select obj_description(c.oid, 'pg_class') from pg_class as c"
+            " join pg_namespace as n on n.oid = c.relnamespace"
+            " where n.nspname = %s and c.relname = 'nmspropositionrcp'",
+            (schema,),
+        )
+        row = cur.fetchone()
+    if row is None or not row[0] or not row[0].startswith(BENCH_MARK + " "):
+        return None
+    return json.loads(row[0][len(BENCH_MARK) + 1:])
+
+
+def _fact_counts(conn: connection, schema: str) -> dict[str, int]:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("select (select count(*) from {}), (select count(*) from {})").format(
+            sql.Identifier(schema, "nmspropositionrcp"), sql.Identifier(schema, "nmseventhisto")))
+        propositions, events = cur.fetchone()
+    return {"nmspropositionrcp": int(propositions), "nmseventhisto": int(events)}
+
+
+def mark_loaded(conn: connection, schema: str, size: int, seed: int) -> dict[str, int]:
+    """Record in `schema` which size and seed it holds, with its fact counts; returns them."""
+    counts = _fact_counts(conn, schema)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("comment on table {} is {}").format(
+            sql.Identifier(schema, "nmspropositionrcp"),
+            sql.Literal(BENCH_MARK + " " + json.dumps({"size": size, "seed": seed, "counts": counts}))))
+    return counts
+
+
+def ensure_loaded(conn: connection, schema: str, size: int, seed: int,
+                  reload: bool) -> tuple[dict[str, int], float | None]:
+    """The Campaign tables of this size and seed in `schema`; returns (fact counts, seconds or None if reused)."""
+    mark = None if reload else _loaded_mark(conn, schema)
+    if mark is not None and mark.get("size") == size and mark.get("seed") == seed:
+        counts = _fact_counts(conn, schema)
+        if counts == mark.get("counts"):
+            return counts, None
+    started = time.monotonic()
+    load_demo(conn, schema, demo_size(size), seed=seed)
+    seconds = time.monotonic() - started
+    return mark_loaded(conn, schema, size, seed), seconds
+
+
+# --- the floor -----------------------------------------------------------------
+
+def _seed_values(name: str, columns: Sequence[str]) -> sql.Composable:
+    with (SEEDS / f"{name}.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return sql.SQL(", ").join(
+        sql.SQL("({})").format(sql.SQL(", ").join(
+            [sql.Literal(int(row[columns[0]]))] + [sql.Literal(row[c]) for c in columns[1:]]))
+        for row in rows
+    )
+
+
+def _modified_or_null(conn: connection, schema: str, table: str) -> sql.Composable:
+    with conn.cursor() as cur:
+        cur.execute(
+            "select 1 from information_schema.columns"
+            " where table_schema = %s and table_name = %s and column_name = 'tslastmodified'",
+            (schema, table),
+        )
+        present = cur.fetchone() is not None
+    return sql.Identifier("tslastmodified") if present else sql.SQL("null::timestamptz")
+
+
+def floor_statements(conn: connection, source: str, target: str, timezone: str) -> list[sql.Composed]:
+    text = FLOOR_SQL.read_text(encoding="utf-8")
+    params = {
+        "source": sql.Identifier(source),
+        "target": sql.Identifier(target),
+        "timezone": sql.Literal(timezone),
+        "channels": _seed_values("campaign_channels", ("channel_code", "channel_label")),
+        "event_statuses": _seed_values("campaign_event_statuses", ("status_code", "status_name", "status_label")),
+        "offer_modified": _modified_or_null(conn, source, "nmsoffer"),
+        "space_modified": _modified_or_null(conn, source, "nmsofferspace"),
+        "delivery_modified": _modified_or_null(conn, source, "nmsdelivery"),
+    }
+    parts = text.split("\n-- statement\n")[1:]
+    return [sql.SQL(part).format(**params) for part in parts]
+
+
+def run_floor(conn: connection, statements: list[sql.Composed], target: str) -> list[float]:
+    """Seconds of each of the floor's statements (the target schema is recreated first, untimed)."""
+    seconds = []
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(target)))
+        cur.execute(sql.SQL("create schema {}").format(sql.Identifier(target)))
+        for statement in statements:
+            started = time.monotonic()
+            cur.execute(statement)
+            seconds.append(time.monotonic() - started)
+    return seconds
+
+
+# --- the project -----------------------------------------------------------------
+
+@dataclass
+class ProjectRun:
+    seconds: float
+    peak_kib: int
+    jobs: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _job_breakdown(job: str, source: str, wall: float | None) -> dict[str, float]:
+    """Where a job's time went (seconds): its wall time, and the split from its run_results.json
+    unless another orchestrate.py run overwrote that file meanwhile."""
+    path = PROJECT_ROOT / "target" / "jobs" / job / "target" / "run_results.json"
+    known = {"wall": wall} if wall is not None else {}
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return known
+    if (payload.get("args", {}).get("vars") or {}).get("campaign_schema") != source:
+        return known  # another orchestrate.py run (a test suite?) wrote it meanwhile
+    split = {"wall": wall or 0.0, "dbt_elapsed": float(payload.get("elapsed_time") or 0.0),
+             "model": 0.0, "tests": 0.0, "other": 0.0}
+    for result in payload.get("results", []):
+        kind, _, name = (result["unique_id"].split(".") + ["", ""])[:3]
+        seconds = float(result.get("execution_time") or 0.0)
+        if kind == "model" and name.lower() in AGGREGATES:
+            split["model"] += seconds
+        elif kind in ("test", "unit_test"):
+            split["tests"] += seconds
+        else:
+            split["other"] += seconds
+    return split
+
+
+def run_project(source: str, published: str, timezone: str, log_file: Path) -> ProjectRun:
+    dbt_vars = json.dumps({"campaign_schema": source, "reporting_timezone": timezone})
+    env = {**os.environ, "CAMPAIGN_CUBES_SCHEMA": published}
+    output = log_file.with_suffix(".last")
+    with output.open("wb") as sink:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, str(ORCHESTRATE), "run", "--vars", dbt_vars],
+            stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT,
+        )
+        sampler = PeakMemory(process.pid)
+        sampler.start()
+        code = process.wait()
+        seconds = time.monotonic() - started
+        peak = sampler.stop()
+    text = output.read_text(errors="replace")
+    with log_file.open("a") as log:
+        log.write(f"\n=== orchestrate.py run --vars {dbt_vars} (CAMPAIGN_CUBES_SCHEMA={published}):"
+                  f" exit {code} in {seconds:.1f} s\n{text}")
+    if code != 0:
+        raise BenchFailure(f"orchestrate.py run exited {code}; its output is in {log_file}")
+    walls = {job: float(m.group(1)) for job in JOBS
+             for m in [re.search(re.escape(job) + r": success in ([0-9.]+) s", text)] if m}
+    return ProjectRun(seconds=seconds, peak_kib=peak,
+                      jobs={job: _job_breakdown(job, source, walls.get(job)) for job in JOBS})
+
+
+def drop_project_schemas(conn: connection, published: str) -> None:
+    with conn.cursor() as cur:
+        for suffix in ("", "_staging", "_audit"):
+            cur.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(published + suffix)))
+
+
+# --- the comparison ---------------------------------------------------------------
+
+def _columns(conn: connection, schema: str, table: str) -> list[tuple[str, str]]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = %s and table_name = %s order by ordinal_position",
+            (schema, table),
+        )
+        return [(name, kind) for name, kind in cur.fetchall()]
+
+
+def compare(conn: connection, floor_schema: str, published: str) -> list[str]:
+    """Differences between the floor's and the published aggregates; empty when equal."""
+    problems: list[str] = []
+    for table, grain in AGGREGATES.items():
+        ours, theirs = _columns(conn, floor_schema, table), _columns(conn, published, table)
+        if ours != theirs:
+            problems.append(f"{table}: columns differ: floor {ours} vs published {theirs}")
+            continue
+        floor_rel, pub_rel = sql.Identifier(floor_schema, table), sql.Identifier(published, table)
+        exact = [name for name, kind in ours if kind != "double precision"]
+        floats = [name for name, kind in ours if kind == "double precision"]
+        exact_list = sql.SQL(", ").join(map(sql.Identifier, exact))
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL(
+                "select (select count(*) from {a}), (select count(*) from {b}),"
+                " (select count(*) from (select {cols} from {a} except all select {cols} from {b}) as x),"
+                " (select count(*) from (select {cols} from {b} except all select {cols} from {a}) as y)"
+            ).format(a=floor_rel, b=pub_rel, cols=exact_list))
+            floor_rows, pub_rows, only_floor, only_pub = cur.fetchone()
+            if only_floor or only_pub:
+                problems.append(f"{table}: {only_floor} rows only in the floor ({floor_rows} rows), "
+                                f"{only_pub} only in the published table ({pub_rows} rows)")
+                continue
+            # the grain is unique: pair the rows on it (NULL dates pair with NULL dates)
+            keys = sql.SQL(" and ").join(
+                sql.SQL("a.{c} is not distinct from b.{c}").format(c=sql.Identifier(c)) for c in grain)
+            hash_keys = sql.SQL(" and ").join(
+                sql.SQL("coalesce(a.{c}::text, '') = coalesce(b.{c}::text, '')").format(c=sql.Identifier(c))
+                for c in grain)
+            differ = sql.SQL(" or ").join(
+                sql.SQL("not (a.{c} is not distinct from b.{c}"
+                        " or abs(a.{c} - b.{c}) <= {tol} * greatest(abs(a.{c}), abs(b.{c})))").format(
+                    c=sql.Identifier(c), tol=sql.Literal(FLOAT_TOLERANCE))
+                for c in floats)
+            cur.execute(sql.SQL(
+                "select count(*) filter (where {differ}) from {a} as a join {b} as b on {hash_keys} and {keys}"
+            ).format(differ=differ, a=floor_rel, b=pub_rel, hash_keys=hash_keys, keys=keys))
+            (float_diffs,) = cur.fetchone()
+            if float_diffs:
+                problems.append(f"{table}: {float_diffs} rows differ in {', '.join(floats)} beyond {FLOAT_TOLERANCE}")
+    return problems
+
+
+# --- the report ---------------------------------------------------------------------
+
+@dataclass
+class SizeResult:
+    size: int
+    fact_rows: int
+    load_seconds: float | None
+    first: ProjectRun
+    floors: list[list[float]]  # per run: seconds of each floor statement (propositions, events)
+    steadies: list[ProjectRun]
+
+    @property
+    def floor(self) -> float:
+        return min(sum(run) for run in self.floors)
+
+    @property
+    def steady(self) -> ProjectRun:
+        return min(self.steadies, key=lambda run: run.seconds)
+
+    @property
+    def ratio(self) -> float:
+        return self.steady.seconds / self.floor
+
+
+def server_header(conn: connection) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute("select version()")
+        (version,) = cur.fetchone()
+        cur.execute("select name, current_setting(name) from pg_settings where name = any(%s) order by name",
+                    (list(SERVER_SETTINGS),))
+        settings = dict(cur.fetchall())
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    memory = ""
+    try:
+        with open("/proc/meminfo") as handle:
+            total_kib = int(handle.readline().split()[1])
+        memory = f", {total_kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return [
+        f"# server: {version.split(' on ')[0]} ({os.environ.get('PGHOST')}:{os.environ.get('PGPORT', '5432')})",
+        "# settings: " + ", ".join(f"{name}={settings.get(name, '?')}" for name in SERVER_SETTINGS),
+        f"# machine: {cores} cores ({usable} usable){memory}, load average {load:.2f} at start",
+    ]
+
+
+def fmt_size(size: int) -> str:
+    for unit, scale in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if size >= scale and size % (scale // 10) == 0:
+            value = size / scale
+            return f"{value:g}{unit}"
+    return str(size)
+
+
+def table_lines(results: list[SizeResult]) -> list[str]:
+    header = (f"{'size':>6} {'fact rows':>11} {'floor s':>8} {'project s':>10} {'ratio':>6} "
+              f"{'rows/s':>9} {'peak MiB':>9} {'first s':>8} {'ratio1':>6}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(
+            f"{fmt_size(r.size):>6} {r.fact_rows:>11,} {r.floor:>8.2f} {r.steady.seconds:>10.2f} {r.ratio:>6.2f} "
+            f"{r.fact_rows / r.steady.seconds:>9,.0f} {max(run.peak_kib for run in [r.first, *r.steadies]) / 1024:>9.0f} "
+            f"{r.first.seconds:>8.2f} {r.first.seconds / r.floor:>6.2f}"
+        )
+    return lines
+
+
+def breakdown_lines(result: SizeResult) -> list[str]:
+    run = result.steady
+    lines = []
+    for job in JOBS:
+        split = run.jobs.get(job, {})
+        if "dbt_elapsed" not in split:
+            lines.append(f"#   {fmt_size(result.size)} {job}: {split.get('wall', float('nan')):.1f} s"
+                         " (no split: another run overwrote its run_results.json)")
+            continue
+        lines.append(
+            f"#   {fmt_size(result.size)} {job}: {split['wall']:.1f} s = dbt start-up"
+            f" {split['wall'] - split['dbt_elapsed']:.1f} + dbt nodes {split['dbt_elapsed']:.1f}"
+            f" (node times on 2 threads: aggregate + audit + publish {split['model']:.1f},"
+            f" tests {split['tests']:.1f}, seeds/views/hooks {split['other']:.1f})"
+        )
+    walls = sum(split.get("wall", 0.0) for split in run.jobs.values())
+    lines.append(f"#   {fmt_size(result.size)} orchestrate.py itself (start-up, locks, history): "
+                 f"{run.seconds - walls:.1f} s")
+    return lines
+
+
+# --- main ---------------------------------------------------------------------------
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes takes integers separated by commas, got {text!r}") from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"--sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=parse_sizes, default=[1_000_000, 10_000_000],
+                        help="comma-separated sizes: N propositions and N events each (default: 1000000,10000000)")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="floor and steady runs per size; the best of each counts (default: 2)")
+    parser.add_argument("--seed", type=int, default=1, help="generator seed (default: 1)")
+    parser.add_argument("--reload", action="store_true", help="regenerate the data even if already loaded")
+    parser.add_argument("--timezone", default="UTC", help="reporting_timezone of both (default: UTC)")
+    parser.add_argument("--schema-prefix", default="bench",
+                        help="schemas used: <prefix>_campaign_<N>, <prefix>_cubes(_staging, _audit), "
+                             "<prefix>_floor (default: bench)")
+    parser.add_argument("--log", type=Path, default=PROJECT_ROOT / "target" / "bench" / "orchestrate.log",
+                        help="where orchestrate.py's output goes (default: target/bench/orchestrate.log)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.repeat < 1:
+        print("bench: --repeat must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        os.environ.update(localpg.connection_env())
+        conn = psycopg2.connect()
+    except (localpg.LocalServerError, psycopg2.OperationalError) as problem:
+        print(f"bench: database: {problem}", file=sys.stderr)
+        return EXIT_DATABASE
+    conn.autocommit = True
+    published = f"{args.schema_prefix}_cubes"
+    floor_schema = f"{args.schema_prefix}_floor"
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    args.log.write_text("")
+    for line in server_header(conn):
+        print(line, flush=True)
+    print(f"# size N = N propositions + N events (nmseventhisto); best of {args.repeat} for floor and project;"
+          f" orchestrate.py output in {args.log}", flush=True)
+    results: list[SizeResult] = []
+    try:
+        for size in sorted(set(args.sizes)):
+            source = source_schema(args.schema_prefix, size)
+            counts, load_seconds = ensure_loaded(conn, source, size, args.seed, args.reload)
+            print(f"# {fmt_size(size)}: {source}: " + ", ".join(f"{t} {n:,}" for t, n in counts.items())
+                  + (f" (generated in {load_seconds:.1f} s)" if load_seconds is not None else " (reused)"),
+                  flush=True)
+            statements = floor_statements(conn, source, floor_schema, args.timezone)
+            drop_project_schemas(conn, published)
+            first = run_project(source, published, args.timezone, args.log)
+            floors: list[list[float]] = []
+            steadies: list[ProjectRun] = []
+            for _ in range(args.repeat):
+                floors.append(run_floor(conn, statements, floor_schema))
+                steadies.append(run_project(source, published, args.timezone, args.log))
+            print(f"# {fmt_size(size)}: first run {first.seconds:.1f} s ({first.peak_kib / 1024:.0f} MiB); floor "
+                  + ", ".join(f"{sum(run):.1f} ({' + '.join(f'{s:.1f}' for s in run)})" for run in floors)
+                  + " s (propositions + events); steady runs "
+                  + ", ".join(f"{run.seconds:.1f} s ({run.peak_kib / 1024:.0f} MiB)" for run in steadies),
+                  flush=True)
+            problems = compare(conn, floor_schema, published)
+            if problems:
+                raise BenchFailure("the floor and the project disagree at " + fmt_size(size) + ":\n  "
+                                   + "\n  ".join(problems))
+            result = SizeResult(size, sum(counts.values()), load_seconds, first, floors, steadies)
+            results.append(result)
+            for line in breakdown_lines(result):
+                print(line, flush=True)
+    except DemoRefused as refusal:
+        print(f"bench: {refusal}", file=sys.stderr)
+        return EXIT_USAGE
+    except BenchFailure as failure:
+        for line in table_lines(results) if results else []:
+            print(line)
+        print(f"bench: FAILED: {failure}", file=sys.stderr)
+        return EXIT_MISMATCH
+    finally:
+        conn.close()
+    print("# floor/project: seconds (best); ratio = project / floor; rows/s = fact rows / project seconds;"
+          " peak MiB = orchestrate.py + dbt RSS; first = first run (nothing published yet)")
+    for line in table_lines(results):
+        print(line)
+    print(f"ratio_vs_floor={results[-1].ratio:.2f}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
