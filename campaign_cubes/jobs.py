@@ -480,7 +480,3 @@ def project_messages(console_log: Path) -> list[str]:
 
 def _first_lines(message: str, count: int = 6) -> str:
     return " | ".join(line.strip() for line in message.splitlines()[:count] if line.strip())
-
-
-def job_log_dir(job: Job) -> Path:
-    return JOBS_WORK_DIR / job.name / "logs"
