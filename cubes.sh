@@ -25,7 +25,9 @@ ensure_postgresql() {
     [ -f /etc/postgresql-common/createcluster.conf ] \
         || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    # keep that file without asking (it is one of the package's configuration files)
+    DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 apt-get install -y -qq \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql >/dev/null
 }
 
 # The project's virtualenv with the pinned packages; reinstalled when requirements.txt changes.
