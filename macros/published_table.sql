@@ -136,17 +136,21 @@
                     having count(*) > 1
                 ) as repeated
             ) as duplicate_keys,
-            (
-                select count(*) from {{ candidate }}
-                where {{ required | join(' is null or ') }} is null
-            ) as null_keys,
-            (select coalesce(sum({{ measure }}), 0) from {{ candidate }}) as candidate_total,
+            totals.null_keys,
+            totals.candidate_total,
             ({{ campaign_fact_rows_sql(audit['facts']) }}) as fact_rows,
             {% if existing_relation is not none -%}
             (select coalesce(sum({{ measure }}), 0) from {{ existing_relation }})
             {%- else -%}
             null::bigint
             {%- endif %} as published_total
+        from (
+            -- both figures in one pass over the candidate
+            select
+                count(*) filter (where {{ required | join(' is null or ') }} is null) as null_keys,
+                coalesce(sum({{ measure }}), 0) as candidate_total
+            from {{ candidate }}
+        ) as totals
     {%- endset -%}
     {%- set row = run_query(query).rows[0] -%}
     {{ return({
