@@ -26,7 +26,7 @@ from campaign_cubes.history import (
     History, HistoryUnavailable, MemoryDatabase, MemoryHistory, PgHistory, job_lock,
 )
 from campaign_cubes.jobs import (
-    ALREADY_DONE, BUSY, EXIT_BUSY, EXIT_DATABASE, EXIT_DBT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_TRANSIENT,
+    ALREADY_DONE, BUSY, EXIT_BUSY, EXIT_DBT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_TRANSIENT,
     UNREACHABLE, Attempt, RunResult, classify, connect_with_retries, execute, failure_hook,
 )
 from campaign_cubes.schedule import Job, Schedule, SchedulerSettings
