@@ -15,6 +15,7 @@ from typing import Any
 
 # Where each layer lives and how its models are named.
 LAYERS = {
+    "models/staging/campaign/base/": "base_campaign__",
     "models/staging/campaign/": "stg_campaign__",
     "models/intermediate/": "int_",
     "models/marts/": "agg_",

@@ -51,7 +51,7 @@
     {#- 1. the candidate (the audit schema and log exist: prepare_publication, on-run-start) -#}
     {% do adapter.drop_relation(candidate) %}
     {% call statement('main') -%}
-        {{ get_create_table_as_sql(False, candidate, sql) }}
+        {{ published_table_create_candidate(candidate, sql) }}
     {%- endcall %}
 
     {#- 2. the audit; a rejection is committed with its copy and its record -#}
@@ -102,6 +102,29 @@
     {{ return({'relations': [target_relation]}) }}
 
 {% endmaterialization %}
+
+
+{#
+    The candidate, with the contract's columns and data types. dbt's own contract
+    DDL creates an empty table and fills it with `insert ... select`, which
+    PostgreSQL never runs in parallel; `create table ... as` may. So the contract
+    is asserted first (dbt's check and message: names and data types), and the
+    table then gets exactly the declared types. Constraints would need the DDL; the
+    aggregates declare none (the audit checks the keys), and a model that declares
+    some is refused rather than published without them.
+#}
+{% macro published_table_create_candidate(candidate, sql) %}
+    {%- set constrained = model.get('constraints') or (model.get('columns', {}).values()
+        | selectattr('constraints') | list) -%}
+    {%- if constrained -%}
+        {{ exceptions.raise_compiler_error(
+            "published_table does not apply contract constraints; " ~ model.name ~ " declares some") }}
+    {%- endif -%}
+    {%- set enforced = config.get('contract').enforced -%}
+    {%- if enforced %}{{ get_assert_columns_equivalent(sql) }}{% endif %}
+    create {% if config.get('unlogged', default=false) %}unlogged {% endif %}table {{ candidate }} as
+    {{ get_select_subquery(sql) if enforced else sql }}
+{%- endmacro %}
 
 
 {#

@@ -4,37 +4,85 @@
 #}
 
 {#
-    One row per key: the copy with the greatest `order_by`. A key seen twice in a
-    Campaign table (replicas and exports carry such copies) is counted once.
-
-    Fact tables (keep_keyless): rows whose key is NULL are not duplicates of one
-    another; their physical row (`source_row`, see physical_row_id) keeps them
-    apart, in the same sorted pass. Lookup tables: a row without a key can never be
-    linked to, so it is left out, and deduplicating on the key alone lets the
-    planner know the key is unique (it then hash-joins the facts to the lookup
-    instead of sorting them for a merge join).
+    Lookup tables (offers, spaces, deliveries): one row per key, the copy with the
+    greatest `order_by`. A row without a key can never be linked to, so it is left
+    out; deduplicating on the key alone lets the planner know the key is unique (it
+    then hash-joins the facts to the lookup instead of sorting them for a merge join).
 #}
-{% macro keep_latest_per_key(relation, key, order_by, keep_keyless=true) %}
-    {%- if keep_keyless %}
-    select distinct on ({{ key }}, case when {{ key }} is null then source_row end) *
-    from {{ relation }}
-    order by {{ key }} asc, case when {{ key }} is null then source_row end asc, {{ order_by }}
-    {%- else %}
+{% macro keep_latest_per_key(relation, key, order_by) %}
     select distinct on ({{ key }}) *
     from {{ relation }}
     where {{ key }} is not null
     order by {{ key }} asc, {{ order_by }}
-    {%- endif %}
 {% endmacro %}
 
 
 {#
-    Which physical row of the Campaign table a staged row comes from (ctid; in a
-    unit test, whose fixtures are not tables, the row's position).
+    Fact tables, step 1 (the base models, tables): the keys a Campaign table holds
+    more than once (replicas and exports carry such copies). Few keys repeat;
+    finding them takes one sort of the keys alone, much faster than the hash of
+    millions of distinct keys the planner would choose (the base models set
+    enable_hashagg off).
 #}
-{% macro physical_row_id() -%}
-    {%- if model.resource_type == 'unit_test' -%}row_number() over (){%- else -%}ctid{%- endif -%}
-{%- endmacro %}
+{% macro repeated_keys(relation, key) %}
+    select
+        {{ key }},
+        count(*) as copies
+    from {{ relation }}
+    -- key 0 is Campaign's placeholder row, never data
+    where {{ key }} <> 0
+    group by {{ key }}
+    having count(*) > 1
+{% endmacro %}
+
+
+{#
+    Fact tables, step 2 (the staging views): every row whose key the table holds
+    once, and of each repeated key (step 1) the copy with the greatest `order_by`,
+    read from the table itself, so a repeated key whose copies changed since step 1
+    still gives its current latest copy. A row without a key (NULL) matches no
+    repeated key: it is a fact of its own. Only the few repeated keys are sorted,
+    so the aggregate built on this can run in parallel workers: each scans its share
+    of the table and leaves out the repeated keys with a small hash.
+#}
+{% macro keep_latest_copy(relation, repeats, columns, key, order_by) %}
+    select fact.{{ columns | join(', fact.') }}
+    from {{ relation }} as fact
+    where not exists (
+        select from {{ repeats }} as repeated
+        where repeated.{{ key }} = fact.{{ key }}
+    )
+
+    union all
+
+    (
+        select distinct on (fact.{{ key }}) fact.{{ columns | join(', fact.') }}
+        from {{ relation }} as fact
+        where fact.{{ key }} in (select repeated.{{ key }} from {{ repeats }} as repeated)
+        order by fact.{{ key }} asc, {{ order_by }}
+    )
+{% endmacro %}
+
+
+{#
+    The columns of a Campaign fact table that staging reads (a Campaign row may be
+    much wider).
+#}
+{% macro campaign_fact_columns(table) %}
+    {%- set event_columns = [
+        'stype', 'istatus', 'iwishedchannel', 'ideliveryid', 'tscreated', 'tsprocessing', 'tsprocessed',
+        'tslastmodified', 'sexternalid', 'sorigin', 'semail', 'smobilephone', 'slanguage', 'scountrycode', 'mdata',
+    ] -%}
+    {{ return({
+        'nmspropositionrcp': [
+            'ipropositionid', 'iinteractionid', 'iofferid', 'iofferspaceid', 'irecipientid', 'ideliveryid',
+            'istatus', 'tsevent', 'tslastmodified', 'dweight', 'irank',
+        ],
+        'nmseventhisto': ['bieventhistoid'] + event_columns,
+        'nmsrtevent': ['irteventid'] + event_columns,
+        'nmsbatchevent': ['ibatcheventid'] + event_columns,
+    }[table]) }}
+{% endmacro %}
 
 
 {#
@@ -60,20 +108,20 @@
     no archive, a control instance no queues): it is then staged as empty, and the
     run says so. A table the mode needs must exist.
 #}
-{% macro stage_message_center_events(source_relation, key_column, needed) %}
+{% macro message_center_table_absent(source_relation, needed, say=true) %}
     {#- in a unit test the source is a fixture, never absent -#}
     {%- set absent = execute and not needed and model.resource_type != 'unit_test'
         and load_relation(source_relation) is none -%}
-    {%- if absent -%}
+    {%- if absent and say -%}
         {{ log("campaign-cubes: " ~ source_relation ~ " not found; message_center_source="
             ~ var('message_center_source') ~ " does not read it, staging it as empty", info=True) }}
-    {%- endif %}
+    {%- endif -%}
+    {{ return(absent) }}
+{% endmacro %}
 
-with
 
-source as (
-
-    {% if absent -%}
+{# An absent event table: no rows, with the layout of the ones that exist. #}
+{% macro no_message_center_events(key_column) %}
     select
         null::bigint as {{ key_column }},
         null::varchar as stype,
@@ -90,15 +138,37 @@ source as (
         null::varchar as smobilephone,
         null::varchar as slanguage,
         null::varchar as scountrycode,
-        null::text as mdata,
-        null::tid as source_row
+        null::text as mdata
     where false
+{% endmacro %}
+
+
+{# The base model of an event table: its repeated keys. #}
+{% macro message_center_repeated_keys(source_relation, key_column, needed) %}
+    {#- the staging model says it, once -#}
+    {%- if message_center_table_absent(source_relation, needed, say=false) -%}
+        select null::bigint as {{ key_column }}, 0::bigint as copies where false
     {%- else -%}
-    -- the physical row keeps apart rows that have no key (see deduplicated)
-    select
-        *,
-        {{ physical_row_id() }} as source_row
-    from {{ source_relation }}
+        {{ repeated_keys(source_relation, key_column) }}
+    {%- endif -%}
+{% endmacro %}
+
+
+{# The staging model of an event table: one row per event, renamed. #}
+{% macro stage_message_center_events(table, source_relation, repeats, key_column, needed) %}
+
+with
+
+source as (
+
+    {% if message_center_table_absent(source_relation, needed) -%}
+    {{ no_message_center_events(key_column) }}
+    {%- else -%}
+    -- each key once: of a key held more than once, the latest copy
+    {{ keep_latest_copy(
+        source_relation, repeats, campaign_fact_columns(table), key_column,
+        'fact.tslastmodified desc nulls last, fact.istatus desc nulls last, fact.tscreated desc nulls last'
+    ) }}
     {%- endif %}
 
 ),
@@ -121,20 +191,10 @@ renamed as (
         smobilephone::text as mobile_phone,
         slanguage::text as language_code,
         scountrycode::text as country_code,
-        mdata as payload_xml,
-        source_row
+        mdata as payload_xml
     from source
     -- key 0 is Campaign's placeholder row, not an event
     where {{ key_column }} is distinct from 0
-
-),
-
-deduplicated as (
-
-    {{ keep_latest_per_key(
-        'renamed', 'event_id',
-        'last_modified_at desc nulls last, event_status_code desc nulls last, created_at desc nulls last'
-    ) }}
 
 ),
 
@@ -157,7 +217,7 @@ final as (
         language_code,
         country_code,
         payload_xml
-    from deduplicated
+    from renamed
 
 )
 

@@ -24,8 +24,7 @@ deduplicated as (
 
     {{ keep_latest_per_key(
         'renamed', 'delivery_id',
-        'last_modified_at desc nulls last, message_type_code asc nulls last, delivery_label asc nulls last',
-        keep_keyless=false
+        'last_modified_at desc nulls last, message_type_code asc nulls last, delivery_label asc nulls last'
     ) }}
 
 ),

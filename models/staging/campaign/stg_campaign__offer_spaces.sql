@@ -24,8 +24,7 @@ deduplicated as (
 
     {{ keep_latest_per_key(
         'renamed', 'offer_space_id',
-        'last_modified_at desc nulls last, channel_code asc nulls last, offer_space_label asc nulls last',
-        keep_keyless=false
+        'last_modified_at desc nulls last, channel_code asc nulls last, offer_space_label asc nulls last'
     ) }}
 
 ),

@@ -28,8 +28,7 @@ deduplicated as (
 
     {{ keep_latest_per_key(
         'renamed', 'offer_id',
-        'last_modified_at desc nulls last, offer_label asc nulls last, offer_name asc nulls last',
-        keep_keyless=false
+        'last_modified_at desc nulls last, offer_label asc nulls last, offer_name asc nulls last'
     ) }}
 
 ),

@@ -1,12 +1,13 @@
 with
 
+-- each key once: of a key held more than once, the latest copy
 source as (
 
-    -- the physical row keeps apart rows that have no key (see deduplicated)
-    select
-        *,
-        {{ physical_row_id() }} as source_row
-    from {{ source('campaign', 'nmspropositionrcp') }}
+    {{ keep_latest_copy(
+        source('campaign', 'nmspropositionrcp'), ref('base_campaign__proposition_repeated_keys'),
+        campaign_fact_columns('nmspropositionrcp'), 'ipropositionid',
+        'fact.tslastmodified desc nulls last, fact.istatus desc nulls last, fact.tsevent desc nulls last'
+    ) }}
 
 ),
 
@@ -23,20 +24,10 @@ renamed as (
         tsevent as proposed_at,
         tslastmodified as last_modified_at,
         dweight::double precision as weight,
-        irank::smallint as offer_rank,
-        source_row
+        irank::smallint as offer_rank
     from source
     -- key 0 is Campaign's placeholder row, not a proposition
     where ipropositionid is distinct from 0
-
-),
-
-deduplicated as (
-
-    {{ keep_latest_per_key(
-        'renamed', 'proposition_id',
-        'last_modified_at desc nulls last, proposition_status_code desc nulls last, proposed_at desc nulls last'
-    ) }}
 
 ),
 
@@ -54,7 +45,7 @@ final as (
         last_modified_at,
         weight,
         offer_rank
-    from deduplicated
+    from renamed
 
 )
 

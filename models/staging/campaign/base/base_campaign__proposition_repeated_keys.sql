@@ -1,0 +1,1 @@
+{{ repeated_keys(source('campaign', 'nmspropositionrcp'), 'ipropositionid') }}
