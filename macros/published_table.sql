@@ -128,11 +128,16 @@
 
 
 {#
-    Opens the build's transaction with a transaction-scoped advisory lock on the
-    published relation; another build holding it stops this one at once.
+    Opens the build's transaction, in repeatable read, with a transaction-scoped
+    advisory lock on the published relation; another build holding it stops this
+    one at once.
 #}
 {% macro published_table_claim(relation) %}
     {%- set claim -%}
+        -- the candidate and the audit's independent count must read one snapshot:
+        -- Campaign keeps writing, and rows committed between the two statements
+        -- would otherwise fail the reconciliation (the first statement of the transaction)
+        set transaction isolation level repeatable read;
         select
             pg_try_advisory_xact_lock(hashtextextended({{ quoted_literal('campaign_cubes.publish ' ~ relation) }}, 0))
             as claimed

@@ -249,3 +249,42 @@ def test_published_schema_grants_nothing_else_to_the_reporting_role(pg_conn: con
     assert _scalar(pg_conn, "select has_schema_privilege('campaign_cubes_reader', %s, 'usage')", SCHEMA)
     assert not _scalar(pg_conn, "select has_table_privilege('campaign_cubes_reader', %s, 'insert')", TABLE)
 
+
+
+def _insert_events_until(stop: threading.Event, errors: list[str]) -> None:
+    """Campaign at work: new events arrive while the aggregate is built."""
+    try:
+        conn = psycopg2.connect()
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            key = 910_000_000
+            while not stop.is_set():
+                key += 1
+                cursor.execute(f"insert into {SOURCE}.nmseventhisto (bieventhistoid, stype, istatus, iwishedchannel, "
+                               f"tscreated, tslastmodified) values (%s, 'LIVE', 2, 0, now(), now())", (key,))
+        conn.close()
+    except psycopg2.Error as problem:
+        errors.append(str(problem))
+
+
+def test_events_arriving_during_the_build_do_not_fail_the_audit(
+    pg_conn: connection, publish: Callable[..., DbtRun]
+) -> None:
+    # The candidate and the audit's independent count read one snapshot (repeatable
+    # read); under read committed, rows committed between the two statements would
+    # make the totals differ and refuse every build of a busy instance.
+    stop, errors = threading.Event(), []
+    writer = threading.Thread(target=_insert_events_until, args=(stop, errors))
+    writer.start()
+    try:
+        runs = [publish("run") for _ in range(3)]
+    finally:
+        stop.set()
+        writer.join()
+    live = _scalar(pg_conn, f"select count(*) from {SOURCE}.nmseventhisto where bieventhistoid > 910000000")
+    with pg_conn.cursor() as cursor:
+        cursor.execute(f"delete from {SOURCE}.nmseventhisto where bieventhistoid > 910000000")
+    assert errors == [] and live > 0
+    for run in runs:
+        assert run.ok, run.log_file.read_text()[-3000:]
+    assert last_publication(pg_conn)[0] == "published"
