@@ -1,1 +1,4 @@
-{{ repeated_keys(source('campaign', 'nmspropositionrcp'), 'ipropositionid') }}
+{{ kept_copies_of_repeated_keys(
+    source('campaign', 'nmspropositionrcp'), 'ipropositionid',
+    'tslastmodified desc nulls last, istatus desc nulls last, tsevent desc nulls last'
+) }}
