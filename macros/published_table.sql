@@ -203,9 +203,7 @@
     {%- endif -%}
     {%- if numbers['candidate_total'] != numbers['fact_rows'] -%}
         {%- do findings.append("reconciliation failed: sum(" ~ numbers['measure'] ~ ") is "
-            ~ numbers['candidate_total'] ~ " but the fact rows number " ~ numbers['fact_rows']
-            ~ " (when the Campaign rows of repeated keys changed since the base tables were built,"
-            ~ " build them with it: --select +" ~ numbers['model'] ~ ")") -%}
+            ~ numbers['candidate_total'] ~ " but the fact rows number " ~ numbers['fact_rows']) -%}
     {%- endif -%}
     {%- set published = numbers['published_total'] -%}
     {%- if published is not none and published > 0 and numbers['min_ratio'] > 0

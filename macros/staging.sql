@@ -18,87 +18,71 @@
 
 
 {#
-    Fact tables, step 1 (the base models, tables): of each key the Campaign table
-    holds more than once (replicas and exports carry such copies), which physical
-    row is the copy to keep: the greatest `order_by`. Few keys repeat; finding them
-    takes one sort of the keys alone, much faster than the hash of millions of
-    distinct keys the planner would choose (the base models set enable_hashagg off).
-    The keys are found once (materialized), then their rows picked out.
+    Fact tables, step 1 (the base models, tables): the keys a Campaign table holds
+    more than once (replicas and exports carry such copies). Few keys repeat;
+    finding them takes one sort of the keys alone, much faster than the hash of
+    millions of distinct keys the planner would choose (the base models set
+    enable_hashagg off).
 #}
-{% macro kept_copies_of_repeated_keys(relation, key, order_by) %}
-with
-
--- read twice, scanned twice: materializing a whole Campaign table would cost more
-source as not materialized (
-
+{% macro repeated_keys(relation, key) %}
     select
-        *,
-        {{ physical_row_id() }} as source_row
+        {{ key }},
+        count(*) as copies
     from {{ relation }}
-
-),
-
-repeated_keys as materialized (
-
-    select {{ key }}
-    from source
     -- key 0 is Campaign's placeholder row, never data
     where {{ key }} <> 0
     group by {{ key }}
     having count(*) > 1
-
-),
-
-kept_copies as (
-
-    select distinct on ({{ key }})
-        {{ key }},
-        source_row as kept_row
-    from source
-    where {{ key }} in (select repeated_keys.{{ key }} from repeated_keys)
-    order by {{ key }} asc, {{ order_by }}
-
-)
-
-select * from kept_copies
 {% endmacro %}
 
 
 {#
     Fact tables, step 2 (the staging views): every row whose key the table holds
-    once, and of a repeated key only the row step 1 kept. A row without a key
-    (NULL) matches no repeated key: it is a fact of its own. Nothing is sorted here,
-    so the aggregates built on it run in parallel workers, each scanning its share
-    of the table and joining the small step-1 table by hash. If Campaign's rows
-    changed since step 1 (a kept row updated or deleted, a key newly repeated), the
-    key is lost or counted twice and the publication audit refuses the aggregate:
-    rebuild with the upstream models (`+` selection, as the scheduled jobs do).
+    once, and of each repeated key (step 1) the copy with the greatest `order_by`,
+    read from the table itself, so a repeated key whose copies changed since step 1
+    still gives its current latest copy. A row without a key (NULL) matches no
+    repeated key: it is a fact of its own. Only the few repeated keys are sorted,
+    so the aggregate built on this can run in parallel workers: each scans its share
+    of the table and leaves out the repeated keys with a small hash.
 #}
-{% macro drop_other_copies(source_cte, repeats, key) %}
-    select {{ source_cte }}.*
-    from {{ source_cte }}
-    -- an anti-join, which the planner estimates well (it misjudged a left join
-    -- filtered by `is null or`, to one row, and then planned serially)
+{% macro keep_latest_copy(relation, repeats, columns, key, order_by) %}
+    select fact.{{ columns | join(', fact.') }}
+    from {{ relation }} as fact
     where not exists (
         select from {{ repeats }} as repeated
-        where
-            repeated.{{ key }} = {{ source_cte }}.{{ key }}
-            and repeated.kept_row <> {{ source_cte }}.source_row
+        where repeated.{{ key }} = fact.{{ key }}
+    )
+
+    union all
+
+    (
+        select distinct on (fact.{{ key }}) fact.{{ columns | join(', fact.') }}
+        from {{ relation }} as fact
+        where fact.{{ key }} in (select repeated.{{ key }} from {{ repeats }} as repeated)
+        order by fact.{{ key }} asc, {{ order_by }}
     )
 {% endmacro %}
 
 
 {#
-    Which physical row of the Campaign table a row comes from: its ctid (in a unit
-    test, whose fixtures are not tables, a ctid made of the row's position).
+    The columns of a Campaign fact table that staging reads (a Campaign row may be
+    much wider).
 #}
-{% macro physical_row_id() -%}
-    {%- if model.resource_type == 'unit_test' -%}
-        format('(0,%s)', row_number() over ())::tid
-    {%- else -%}
-        ctid
-    {%- endif -%}
-{%- endmacro %}
+{% macro campaign_fact_columns(table) %}
+    {%- set event_columns = [
+        'stype', 'istatus', 'iwishedchannel', 'ideliveryid', 'tscreated', 'tsprocessing', 'tsprocessed',
+        'tslastmodified', 'sexternalid', 'sorigin', 'semail', 'smobilephone', 'slanguage', 'scountrycode', 'mdata',
+    ] -%}
+    {{ return({
+        'nmspropositionrcp': [
+            'ipropositionid', 'iinteractionid', 'iofferid', 'iofferspaceid', 'irecipientid', 'ideliveryid',
+            'istatus', 'tsevent', 'tslastmodified', 'dweight', 'irank',
+        ],
+        'nmseventhisto': ['bieventhistoid'] + event_columns,
+        'nmsrtevent': ['irteventid'] + event_columns,
+        'nmsbatchevent': ['ibatcheventid'] + event_columns,
+    }[table]) }}
+{% endmacro %}
 
 
 {#
@@ -154,28 +138,24 @@ select * from kept_copies
         null::varchar as smobilephone,
         null::varchar as slanguage,
         null::varchar as scountrycode,
-        null::text as mdata,
-        null::tid as source_row
+        null::text as mdata
     where false
 {% endmacro %}
 
 
-{# The base model of an event table: the row kept of each repeated key. #}
-{% macro message_center_kept_copies(source_relation, key_column, needed) %}
+{# The base model of an event table: its repeated keys. #}
+{% macro message_center_repeated_keys(source_relation, key_column, needed) %}
     {#- the staging model says it, once -#}
     {%- if message_center_table_absent(source_relation, needed, say=false) -%}
-        select null::bigint as {{ key_column }}, null::tid as kept_row where false
+        select null::bigint as {{ key_column }}, 0::bigint as copies where false
     {%- else -%}
-        {{ kept_copies_of_repeated_keys(
-            source_relation, key_column,
-            'tslastmodified desc nulls last, istatus desc nulls last, tscreated desc nulls last'
-        ) }}
+        {{ repeated_keys(source_relation, key_column) }}
     {%- endif -%}
 {% endmacro %}
 
 
 {# The staging model of an event table: one row per event, renamed. #}
-{% macro stage_message_center_events(source_relation, repeats, key_column, needed) %}
+{% macro stage_message_center_events(table, source_relation, repeats, key_column, needed) %}
 
 with
 
@@ -184,18 +164,12 @@ source as (
     {% if message_center_table_absent(source_relation, needed) -%}
     {{ no_message_center_events(key_column) }}
     {%- else -%}
-    select
-        *,
-        {{ physical_row_id() }} as source_row
-    from {{ source_relation }}
+    -- each key once: of a key held more than once, the latest copy
+    {{ keep_latest_copy(
+        source_relation, repeats, campaign_fact_columns(table), key_column,
+        'fact.tslastmodified desc nulls last, fact.istatus desc nulls last, fact.tscreated desc nulls last'
+    ) }}
     {%- endif %}
-
-),
-
--- each key once: of a key held more than once, the copy the base model kept
-deduplicated as (
-
-    {{ drop_other_copies('source', repeats, key_column) }}
 
 ),
 
@@ -218,7 +192,7 @@ renamed as (
         slanguage::text as language_code,
         scountrycode::text as country_code,
         mdata as payload_xml
-    from deduplicated
+    from source
     -- key 0 is Campaign's placeholder row, not an event
     where {{ key_column }} is distinct from 0
 

@@ -1,4 +1,4 @@
 {{ stage_message_center_events(
-    source('campaign', 'nmsbatchevent'), ref('base_campaign__batch_event_repeated_keys'), 'ibatcheventid',
-    needed=var('message_center_source') == 'execution'
+    'nmsbatchevent', source('campaign', 'nmsbatchevent'), ref('base_campaign__batch_event_repeated_keys'),
+    key_column='ibatcheventid', needed=var('message_center_source') == 'execution'
 ) }}

@@ -1,18 +1,13 @@
 with
 
+-- each key once: of a key held more than once, the latest copy
 source as (
 
-    select
-        *,
-        {{ physical_row_id() }} as source_row
-    from {{ source('campaign', 'nmspropositionrcp') }}
-
-),
-
--- each key once: of a key held more than once, the copy the base model kept
-deduplicated as (
-
-    {{ drop_other_copies('source', ref('base_campaign__proposition_repeated_keys'), 'ipropositionid') }}
+    {{ keep_latest_copy(
+        source('campaign', 'nmspropositionrcp'), ref('base_campaign__proposition_repeated_keys'),
+        campaign_fact_columns('nmspropositionrcp'), 'ipropositionid',
+        'fact.tslastmodified desc nulls last, fact.istatus desc nulls last, fact.tsevent desc nulls last'
+    ) }}
 
 ),
 
@@ -30,7 +25,7 @@ renamed as (
         tslastmodified as last_modified_at,
         dweight::double precision as weight,
         irank::smallint as offer_rank
-    from deduplicated
+    from source
     -- key 0 is Campaign's placeholder row, not a proposition
     where ipropositionid is distinct from 0
 

@@ -1,4 +1,4 @@
-{{ message_center_kept_copies(
+{{ message_center_repeated_keys(
     source('campaign', 'nmseventhisto'), 'bieventhistoid',
     needed=var('message_center_source') == 'eventhisto'
 ) }}
