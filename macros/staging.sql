@@ -43,7 +43,8 @@
     still gives its current latest copy. A row without a key (NULL) matches no
     repeated key: it is a fact of its own. Only the few repeated keys are sorted,
     so the aggregate built on this can run in parallel workers: each scans its share
-    of the table and leaves out the repeated keys with a small hash.
+    of the table and leaves out the repeated keys with a small hash, and one of them
+    also sorts the repeated keys' copies (see one_worker_scan).
 #}
 {% macro keep_latest_copy(relation, repeats, columns, key, order_by) %}
     select fact.{{ columns | join(', fact.') }}
@@ -57,11 +58,29 @@
 
     (
         select distinct on (fact.{{ key }}) fact.{{ columns | join(', fact.') }}
-        from {{ relation }} as fact
+        from {{ relation }} as fact {{ one_worker_scan(relation) }}
         where fact.{{ key }} in (select repeated.{{ key }} from {{ repeats }} as repeated)
         order by fact.{{ key }} asc, {{ order_by }}
     )
 {% endmacro %}
+
+
+{#
+    A read of the whole table that the planner cannot split among parallel workers:
+    TABLESAMPLE SYSTEM at 100 percent returns every row of every page (PostgreSQL
+    defines the sampling probability as exact at its limits). With a plain scan the
+    planner sorts the repeated keys' copies on a Gather Merge, and no aggregate
+    above a Gather can run in parallel; with this one, that branch runs whole in one
+    worker while the others share the rest (Parallel Append), and the aggregate is
+    parallel: measured 16 - 18 s -> 10 s for the Message Center cube at 10 M rows.
+    Only tables can be sampled; a view or a unit test's fixture is read plainly.
+#}
+{% macro one_worker_scan(relation) -%}
+    {%- if execute and model.resource_type != 'unit_test' -%}
+        {%- set loaded = load_relation(relation) -%}
+        {%- if loaded is not none and loaded.is_table -%}tablesample system (100){%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
 
 
 {#
