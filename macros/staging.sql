@@ -84,14 +84,28 @@
 
 
 {#
+    The columns of a Message Center event table that staging reads, after its key,
+    with their Campaign types: nmseventhisto, nmsrtevent and nmsbatchevent share
+    this layout (an absent one is staged from it as typed NULLs).
+#}
+{% macro message_center_event_columns() %}
+    {{ return([
+        ('stype', 'varchar'), ('istatus', 'smallint'), ('iwishedchannel', 'smallint'),
+        ('ideliveryid', 'integer'), ('tscreated', 'timestamptz'), ('tsprocessing', 'timestamptz'),
+        ('tsprocessed', 'timestamptz'), ('tslastmodified', 'timestamptz'), ('sexternalid', 'varchar'),
+        ('sorigin', 'varchar'), ('semail', 'varchar'), ('smobilephone', 'varchar'),
+        ('slanguage', 'varchar'), ('scountrycode', 'varchar'), ('mdata', 'text'),
+    ]) }}
+{% endmacro %}
+
+
+{#
     The columns of a Campaign fact table that staging reads (a Campaign row may be
     much wider).
 #}
 {% macro campaign_fact_columns(table) %}
-    {%- set event_columns = [
-        'stype', 'istatus', 'iwishedchannel', 'ideliveryid', 'tscreated', 'tsprocessing', 'tsprocessed',
-        'tslastmodified', 'sexternalid', 'sorigin', 'semail', 'smobilephone', 'slanguage', 'scountrycode', 'mdata',
-    ] -%}
+    {%- set event_columns = [] -%}
+    {%- for name, data_type in message_center_event_columns() -%}{%- do event_columns.append(name) -%}{%- endfor -%}
     {{ return({
         'nmspropositionrcp': [
             'ipropositionid', 'iinteractionid', 'iofferid', 'iofferspaceid', 'irecipientid', 'ideliveryid',
@@ -142,22 +156,10 @@
 {# An absent event table: no rows, with the layout of the ones that exist. #}
 {% macro no_message_center_events(key_column) %}
     select
-        null::bigint as {{ key_column }},
-        null::varchar as stype,
-        null::smallint as istatus,
-        null::smallint as iwishedchannel,
-        null::integer as ideliveryid,
-        null::timestamptz as tscreated,
-        null::timestamptz as tsprocessing,
-        null::timestamptz as tsprocessed,
-        null::timestamptz as tslastmodified,
-        null::varchar as sexternalid,
-        null::varchar as sorigin,
-        null::varchar as semail,
-        null::varchar as smobilephone,
-        null::varchar as slanguage,
-        null::varchar as scountrycode,
-        null::text as mdata
+        null::bigint as {{ key_column }}
+        {%- for name, data_type in message_center_event_columns() %},
+        null::{{ data_type }} as {{ name }}
+        {%- endfor %}
     where false
 {% endmacro %}
 
