@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg2 import sql
 
 import reference
 from support import CubesBuild
@@ -68,6 +69,41 @@ def test_totals_equal_deduplicated_source_rows(default_build: CubesBuild, pg_con
         """)
         published, source_rows = cursor.fetchone()
     assert published == source_rows
+
+
+def staging_definition(pg_conn: Any, schema: str, view: str) -> str:
+    with pg_conn.cursor() as cursor:
+        cursor.execute("select pg_get_viewdef(%s::regclass)", (f"{schema}_staging.{view}",))
+        (definition,) = cursor.fetchone()
+    return str(definition)
+
+
+def test_repeated_keys_copies_are_read_in_one_worker(default_build: CubesBuild, pg_conn: Any) -> None:
+    # what lets the aggregates run in parallel (one_worker_scan, macros/staging.sql)
+    for view in ("stg_campaign__propositions", "stg_campaign__event_history"):
+        assert "TABLESAMPLE system (100)" in staging_definition(pg_conn, default_build.schema, view)
+
+
+def test_a_campaign_schema_of_views_is_read_plainly(
+    run_cubes: Any, demo_source: str, scratch_schema: str, pg_conn: Any
+) -> None:
+    # Only tables can be sampled; a Campaign exposed through views must build all the same.
+    with pg_conn.cursor() as cursor:
+        cursor.execute(sql.SQL("create schema {}").format(sql.Identifier(scratch_schema)))
+        cursor.execute("select table_name from information_schema.tables where table_schema = %s", (demo_source,))
+        for (table,) in cursor.fetchall():
+            cursor.execute(sql.SQL("create view {} as select * from {}").format(
+                sql.Identifier(scratch_schema, table), sql.Identifier(demo_source, table)))
+    schema = "cubes_test_views"
+    run = run_cubes(["build", "--exclude", "test_type:unit"], {"campaign_schema": scratch_schema}, schema=schema)
+    assert run.ok, explain(run)
+    assert "TABLESAMPLE" not in staging_definition(pg_conn, schema, "stg_campaign__propositions")
+    expected = reference.propositions_cube(pg_conn, demo_source, "UTC")
+    actual = reference.published(pg_conn, schema, "agg_nmspropositionrcp_full", PROPOSITIONS_GRAIN)
+    assert not reference.differences(expected, actual)
+    expected = reference.message_center_cube(pg_conn, demo_source, "UTC", "eventhisto")
+    actual = reference.published(pg_conn, schema, "agg_messagecenter_full", MESSAGE_CENTER_GRAIN)
+    assert not reference.differences(expected, actual)
 
 
 def test_unknown_codes_are_named_by_warnings(default_build: CubesBuild) -> None:
