@@ -104,8 +104,7 @@
     much wider).
 #}
 {% macro campaign_fact_columns(table) %}
-    {%- set event_columns = [] -%}
-    {%- for name, data_type in message_center_event_columns() -%}{%- do event_columns.append(name) -%}{%- endfor -%}
+    {%- set event_columns = message_center_event_columns() | map('first') | list -%}
     {{ return({
         'nmspropositionrcp': [
             'ipropositionid', 'iinteractionid', 'iofferid', 'iofferspaceid', 'irecipientid', 'ideliveryid',
