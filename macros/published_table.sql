@@ -5,6 +5,9 @@
     table with `drop ... cascade`, which silently deletes the views users built on
     it and the grants made by hand. This one, in a single transaction:
 
+      0. refreshes the repeated keys of the cube's fact tables (the base tables the
+         staging views read) and counts the fact rows, in the snapshot the aggregate
+         then reads (macros/repeated_keys.sql);
       1. builds the new aggregate into a working copy, <schema>_audit.<name>__candidate
          (the model's enforced contract is checked there);
       2. audits the copy: grain unique, key columns not NULL (the date may be), totals
@@ -46,6 +49,9 @@
 
     {{ run_hooks(pre_hooks, inside_transaction=False) }}
     {% do published_table_claim(target_relation) %}
+
+    {#- 0. the facts' repeated keys, in this snapshot (macros/repeated_keys.sql) -#}
+    {%- set fact_rows = refresh_repeated_keys(audit['facts']) -%}
     {{ run_hooks(pre_hooks, inside_transaction=True) }}
 
     {#- 1. the candidate (the audit schema and log exist: prepare_publication, on-run-start) -#}
@@ -55,7 +61,7 @@
     {%- endcall %}
 
     {#- 2. the audit; a rejection is committed with its copy and its record -#}
-    {%- set numbers = published_table_measure(candidate, existing_relation, audit) -%}
+    {%- set numbers = published_table_measure(candidate, existing_relation, audit, fact_rows) -%}
     {%- set findings = published_table_findings(numbers) -%}
     {%- if findings -%}
         {% do adapter.drop_relation(rejected) %}
@@ -134,9 +140,10 @@
 #}
 {% macro published_table_claim(relation) %}
     {%- set claim -%}
-        -- the candidate and the audit's independent count must read one snapshot:
-        -- Campaign keeps writing, and rows committed between the two statements
-        -- would otherwise fail the reconciliation (the first statement of the transaction)
+        -- the repeated keys, the fact count and the candidate must read one snapshot:
+        -- Campaign keeps writing, and rows committed between the statements would
+        -- otherwise be counted twice or fail the reconciliation (the first
+        -- statement of the transaction)
         set transaction isolation level repeatable read;
         select
             pg_try_advisory_xact_lock(hashtextextended({{ quoted_literal('campaign_cubes.publish ' ~ relation) }}, 0))
@@ -150,7 +157,7 @@
 
 
 {# The figures the audit decides on, in one query over the candidate. #}
-{% macro published_table_measure(candidate, existing_relation, audit) %}
+{% macro published_table_measure(candidate, existing_relation, audit, fact_rows) %}
     {%- set grain = audit['grain'] -%}
     {%- set measure = audit['count_measure'] -%}
     {%- set nullable = audit.get('nullable_grain', []) -%}
@@ -166,7 +173,6 @@
             ) as duplicate_keys,
             totals.null_keys,
             totals.candidate_total,
-            ({{ campaign_fact_rows_sql(audit['facts']) }}) as fact_rows,
             {% if existing_relation is not none -%}
             (select coalesce(sum({{ measure }}), 0) from {{ existing_relation }})
             {%- else -%}
@@ -184,7 +190,7 @@
     {{ return({
         'model': model['name'], 'measure': measure, 'grain': grain,
         'duplicate_keys': row['duplicate_keys'], 'null_keys': row['null_keys'],
-        'candidate_total': row['candidate_total'], 'fact_rows': row['fact_rows'],
+        'candidate_total': row['candidate_total'], 'fact_rows': fact_rows,
         'published_total': row['published_total'],
         'min_ratio': var('publish_min_volume_ratio') | float,
     }) }}
@@ -337,34 +343,24 @@
 
 
 {#
-    The Campaign tables behind each cube, with their keys, for the configured
-    message_center_source (the staging models read the same tables).
+    The Campaign tables behind each cube, for the configured message_center_source
+    (the staging models read the same tables): each with its key and the base model
+    of its repeated keys.
 #}
 {% macro campaign_fact_tables(facts) %}
     {%- if facts == 'propositions' -%}
-        {{ return([('nmspropositionrcp', 'ipropositionid')]) }}
+        {%- set tables = [('nmspropositionrcp', 'ipropositionid', 'base_campaign__proposition_repeated_keys')] -%}
     {%- elif var('message_center_source') == 'execution' -%}
-        {{ return([('nmsrtevent', 'irteventid'), ('nmsbatchevent', 'ibatcheventid')]) }}
+        {%- set tables = [
+            ('nmsrtevent', 'irteventid', 'base_campaign__realtime_event_repeated_keys'),
+            ('nmsbatchevent', 'ibatcheventid', 'base_campaign__batch_event_repeated_keys'),
+        ] -%}
     {%- else -%}
-        {{ return([('nmseventhisto', 'bieventhistoid')]) }}
+        {%- set tables = [('nmseventhisto', 'bieventhistoid', 'base_campaign__event_history_repeated_keys')] -%}
     {%- endif -%}
-{% endmacro %}
-
-
-{#
-    The fact rows a cube must count, computed independently of the models and in
-    one cheap pass per table: each key other than Campaign's placeholder 0 once
-    (a duplicated key counts once), plus every row without a key. Counting the
-    staging view instead would sort whole rows a second time.
-#}
-{% macro campaign_fact_rows_sql(facts) %}
-    select sum(fact_rows) from (
-        {%- for table, key in campaign_fact_tables(facts) %}
-        {% if not loop.first %}union all{% endif %}
-        select
-            count(distinct {{ key }}) filter (where {{ key }} <> 0)
-            + count(*) filter (where {{ key }} is null) as fact_rows
-        from {{ source('campaign', table) }}
-        {%- endfor %}
-    ) as per_table
+    {%- set described = [] -%}
+    {%- for table, key, base in tables -%}
+        {%- do described.append({'table': table, 'key': key, 'base': base}) -%}
+    {%- endfor -%}
+    {{ return(described) }}
 {% endmacro %}

@@ -18,30 +18,11 @@
 
 
 {#
-    Fact tables, step 1 (the base models, tables): the keys a Campaign table holds
-    more than once (replicas and exports carry such copies). Few keys repeat;
-    finding them takes one sort of the keys alone, much faster than the hash of
-    millions of distinct keys the planner would choose (the base models set
-    enable_hashagg off).
-#}
-{% macro repeated_keys(relation, key) %}
-    select
-        {{ key }},
-        count(*) as copies
-    from {{ relation }}
-    -- key 0 is Campaign's placeholder row, never data
-    where {{ key }} <> 0
-    group by {{ key }}
-    having count(*) > 1
-{% endmacro %}
-
-
-{#
-    Fact tables, step 2 (the staging views): every row whose key the table holds
-    once, and of each repeated key (step 1) the copy with the greatest `order_by`,
-    read from the table itself, so a repeated key whose copies changed since step 1
-    still gives its current latest copy. A row without a key (NULL) matches no
-    repeated key: it is a fact of its own. Only the few repeated keys are sorted,
+    Fact tables (the staging views): every row whose key the table holds once, and
+    of each repeated key (the base models, macros/repeated_keys.sql) the copy with
+    the greatest `order_by`, read from the table itself, so a repeated key whose
+    copies changed since the base table was refreshed still gives its latest copy.
+    A row without a key (NULL) matches no repeated key: it is a fact of its own. Only the few repeated keys are sorted,
     so the aggregate built on this can run in parallel workers: each scans its share
     of the table and leaves out the repeated keys with a small hash, and one of them
     also sorts the repeated keys' copies (see one_worker_scan).

@@ -124,6 +124,48 @@ def test_a_deliberate_purge_passes_with_the_guard_disabled(pg_conn: connection, 
     assert restored.ok and published_events(pg_conn) == source_events(pg_conn)
 
 
+def test_keys_duplicated_since_the_last_build_count_once(pg_conn: connection, publish: Callable[..., DbtRun]) -> None:
+    # `dbt run --select agg_messageCenter_full` alone does not build the base table
+    # of repeated keys; the publication refreshes it in its own snapshot, so new
+    # copies of 50 existing events (a replica, an export) still count once each.
+    copied = f"bieventhistoid in (select distinct bieventhistoid from {SOURCE}.nmseventhisto " \
+             "where bieventhistoid > 0 order by bieventhistoid limit 50)"
+    originals = f"bieventhistoid in (select bieventhistoid from {SOURCE}.copied_events)"
+    with pg_conn.cursor() as cursor:
+        cursor.execute(f"create table {SOURCE}.copied_events as select * from {SOURCE}.nmseventhisto where {copied}")
+        cursor.execute(f"insert into {SOURCE}.nmseventhisto table {SOURCE}.copied_events")
+    try:
+        expected = source_events(pg_conn)
+        run = publish("run")
+        assert run.ok, run.log_file.read_text()[-3000:]
+        assert published_events(pg_conn) == expected
+        assert _scalar(pg_conn, f"select count(*) from {SCHEMA}_staging.base_campaign__event_history_repeated_keys "
+                                f"where {originals}") == 50
+    finally:
+        with pg_conn.cursor() as cursor:
+            cursor.execute(f"delete from {SOURCE}.nmseventhisto where {originals}; "
+                           f"insert into {SOURCE}.nmseventhisto table {SOURCE}.copied_events; "
+                           f"drop table {SOURCE}.copied_events")
+    restored = publish("run")
+    assert restored.ok and published_events(pg_conn) == source_events(pg_conn)
+
+
+def test_a_base_model_built_alone_fills_its_table_in_place(
+    pg_conn: connection, publish: Callable[..., DbtRun], run_cubes: Callable[..., DbtRun]
+) -> None:
+    base = f"{SCHEMA}_staging.base_campaign__event_history_repeated_keys"
+    with pg_conn.cursor() as cursor:
+        cursor.execute(f"delete from {base}")
+    run = run_cubes(["run", "--select", "base_campaign__event_history_repeated_keys"],
+                    {"campaign_schema": SOURCE}, schema=SCHEMA)
+    assert run.ok, run.log_file.read_text()[-3000:]
+    repeated = _scalar(pg_conn, f"select count(*) from (select from {SOURCE}.nmseventhisto where bieventhistoid <> 0 "
+                                "group by bieventhistoid having count(*) > 1) as keys")
+    assert repeated > 0 and _scalar(pg_conn, f"select count(*) from {base}") == repeated
+    # filled in place: the staging view built on it is still there
+    assert _scalar(pg_conn, "select to_regclass(%s) is not null", f"{SCHEMA}_staging.stg_campaign__event_history")
+
+
 def _read_totals(stop: threading.Event, seen: list[int], errors: list[str]) -> None:
     """A reporting user: reads the published total over and over, on its own connection."""
     try:

@@ -1,0 +1,159 @@
+{#
+    The repeated keys of the Campaign fact tables (the base models): the keys a
+    table holds more than once (replicas and exports carry such copies). The
+    staging view of the table keeps the latest copy of each and passes every other
+    row through unsorted (macros/staging.sql).
+
+    Each publication refreshes the base tables of its cube inside its own
+    transaction (macros/published_table.sql), in the snapshot its aggregate reads:
+    a key Campaign duplicates while the job runs is then never counted twice, and
+    the same pass counts the fact rows the audit reconciles with. A dbt run that
+    builds a base model without its publication fills the table itself.
+#}
+
+
+{#
+    One sort of a fact table's keys: a row per repeated key with its number of
+    copies, and one last row (all_rows) counting every row of the table but
+    Campaign's placeholder (key 0), rows without a key included. Sorting beats the
+    hash of millions of distinct keys the planner would choose (key_sort_settings).
+#}
+{% macro key_census(relation, key) %}
+    select
+        {{ key }},
+        count(*) as copies,
+        grouping({{ key }}) = 1 as all_rows
+    from {{ relation }}
+    -- key 0 is Campaign's placeholder row, never data
+    where {{ key }} is distinct from 0
+    group by grouping sets (({{ key }}), ())
+    -- a NULL key is not repeated: each such row is a fact of its own
+    having count(*) > 1 and {{ key }} is not null or grouping({{ key }}) = 1
+{% endmacro %}
+
+
+{# A base model: the repeated keys of one Campaign table. #}
+{% macro repeated_keys(relation, key) %}
+    select
+        {{ key }},
+        copies
+    from ({{ key_census(relation, key) }}) as census
+    where not all_rows
+{% endmacro %}
+
+
+{#
+    Session settings for a key sort, local to the transaction: sort rather than
+    hash (a hash of 10 M distinct keys spills to disk), let the workers pass every
+    key on (the planner prices each one), and no JIT (compiling a key sort costs
+    more than it saves). `reset` puts them back for the statements that follow.
+#}
+{% macro key_sort_settings(reset=false) %}
+    {%- for name, value in [('enable_hashagg', 'off'), ('parallel_tuple_cost', '0'), ('jit', 'off')] -%}
+        set local {{ name }} = {{ 'default' if reset else value }};
+    {% endfor -%}
+{% endmacro %}
+
+
+{#
+    The base models' materialization: an unlogged table refreshed in place (delete
+    + insert, so the staging views built on it stay), its rows computed in parallel
+    into a temporary table first (PostgreSQL never runs `insert ... select` in
+    parallel). When a publication selected in the same dbt invocation refreshes
+    the table in its own transaction, the build only makes sure the table exists:
+    the keys are then sorted once per run, not twice.
+#}
+{% materialization repeated_keys, adapter='postgres' %}
+
+    {%- set target_relation = this.incorporate(type='table') -%}
+    {%- set existing_relation = load_cached_relation(this) -%}
+    {%- set publisher = repeated_keys_publisher(model.name) -%}
+
+    {{ run_hooks(pre_hooks, inside_transaction=False) }}
+    {{ run_hooks(pre_hooks, inside_transaction=True) }}
+
+    {%- if existing_relation is not none and not repeated_keys_same_shape(existing_relation, sql) -%}
+        {#- other columns than the model now produces: the staging views on it go too; dbt rebuilds them -#}
+        {% do adapter.drop_relation(existing_relation) %}
+        {%- set existing_relation = none -%}
+    {%- endif -%}
+    {%- if existing_relation is none -%}
+        {% call statement('create_repeated_keys') -%}
+            create unlogged table {{ target_relation }} as {{ sql }} with no data
+        {%- endcall %}
+    {%- endif -%}
+
+    {%- if publisher -%}
+        {{ log("campaign-cubes: " ~ model.name ~ " is refreshed by the publication of " ~ publisher
+            ~ ", in the snapshot its aggregate reads", info=True) }}
+        {% call statement('main') -%}
+            select 1
+        {%- endcall %}
+    {%- else -%}
+        {% call statement('main') -%}
+            create temporary table repeated_keys__fresh on commit drop as {{ sql }};
+            delete from {{ target_relation }};
+            insert into {{ target_relation }} select * from repeated_keys__fresh
+        {%- endcall %}
+    {%- endif -%}
+
+    {{ run_hooks(post_hooks, inside_transaction=True) }}
+    {% do adapter.commit() %}
+    {{ run_hooks(post_hooks, inside_transaction=False) }}
+    {{ return({'relations': [target_relation]}) }}
+
+{% endmaterialization %}
+
+
+{% macro repeated_keys_same_shape(relation, sql) %}
+    {%- set table_columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+    {%- set model_columns = get_columns_in_query(sql) | map('lower') | list -%}
+    {{ return(relation.is_table and table_columns == model_columns) }}
+{% endmacro %}
+
+
+{# The published_table model selected in this invocation that refreshes a base model, if any. #}
+{% macro repeated_keys_publisher(base_model) %}
+    {%- for node in graph.nodes.values()
+        if node.resource_type == 'model' and node.unique_id in selected_resources
+        and node.config.materialized == 'published_table' -%}
+        {%- set facts = node.config.get('meta', {}).get('audit', {}).get('facts') -%}
+        {%- if facts and base_model in campaign_fact_tables(facts) | map(attribute='base') -%}
+            {{ return(node.name) }}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(none) }}
+{% endmacro %}
+
+
+{#
+    Inside a publication's transaction: refreshes the base tables of the cube's
+    fact tables in its snapshot, and returns the fact rows the aggregate must
+    count: every row but the placeholder, a repeated key once.
+#}
+{% macro refresh_repeated_keys(facts) %}
+    {%- set fact_rows = [] -%}
+    {%- for fact in campaign_fact_tables(facts) -%}
+        {%- set base_node = graph.nodes['model.' ~ project_name ~ '.' ~ fact.base] -%}
+        {%- set base = api.Relation.create(database=base_node.database, schema=base_node.schema,
+            identifier=base_node.alias, type='table') -%}
+        {% call statement('repeated_keys_' ~ fact.table, fetch_result=True) -%}
+            {{ key_sort_settings() }}
+            create temporary table repeated_keys__census on commit drop as
+            {{ key_census(source('campaign', fact.table), fact.key) }};
+            {{ key_sort_settings(reset=true) }}
+            delete from {{ base }};
+            insert into {{ base }} ({{ fact.key }}, copies)
+            select {{ fact.key }}, copies from repeated_keys__census where not all_rows;
+            select
+                coalesce(sum(copies) filter (where all_rows), 0)
+                - coalesce(sum(copies - 1) filter (where not all_rows), 0) as fact_rows
+            from repeated_keys__census
+        {%- endcall %}
+        {%- do fact_rows.append(load_result('repeated_keys_' ~ fact.table).table.columns[0].values()[0]) -%}
+        {% call statement('repeated_keys_' ~ fact.table ~ '_done') -%}
+            drop table repeated_keys__census
+        {%- endcall %}
+    {%- endfor -%}
+    {{ return(fact_rows | sum) }}
+{% endmacro %}
