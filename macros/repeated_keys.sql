@@ -84,7 +84,8 @@
     {%- endif -%}
 
     {%- if publisher -%}
-        {{ log("campaign-cubes: " ~ model.name ~ " is refreshed by the publication of " ~ publisher
+        {#- not a "campaign-cubes:" message: orchestrate.py reports those as warnings -#}
+        {{ log(model.name ~ " is filled by the publication of " ~ publisher
             ~ ", in the snapshot its aggregate reads", info=True) }}
         {% call statement('main') -%}
             select 1

@@ -312,9 +312,9 @@ def _insert_events_until(stop: threading.Event, errors: list[str]) -> None:
 def test_events_arriving_during_the_build_do_not_fail_the_audit(
     pg_conn: connection, publish: Callable[..., DbtRun]
 ) -> None:
-    # The candidate and the audit's independent count read one snapshot (repeatable
-    # read); under read committed, rows committed between the two statements would
-    # make the totals differ and refuse every build of a busy instance.
+    # The key pass's count of the fact rows and the candidate read one snapshot
+    # (repeatable read); under read committed, rows committed between the two
+    # statements would make the totals differ and refuse every build of a busy instance.
     stop, errors = threading.Event(), []
     writer = threading.Thread(target=_insert_events_until, args=(stop, errors))
     writer.start()
