@@ -22,10 +22,11 @@
     of each repeated key (the base models, macros/repeated_keys.sql) the copy with
     the greatest `order_by`, read from the table itself, so a repeated key whose
     copies changed since the base table was refreshed still gives its latest copy.
-    A row without a key (NULL) matches no repeated key: it is a fact of its own. Only the few repeated keys are sorted,
-    so the aggregate built on this can run in parallel workers: each scans its share
-    of the table and leaves out the repeated keys with a small hash, and one of them
-    also sorts the repeated keys' copies (see one_worker_scan).
+    A row without a key (NULL) matches no repeated key: it is a fact of its own.
+    Only the few repeated keys are sorted, so the aggregate built on this can run in
+    parallel workers: each scans its share of the table and leaves out the repeated
+    keys with a small hash, and one of them also sorts the repeated keys' copies
+    (see one_worker_scan).
 #}
 {% macro keep_latest_copy(relation, repeats, columns, key, order_by) %}
     select fact.{{ columns | join(', fact.') }}
