@@ -21,6 +21,8 @@ LAYERS = {
     "models/marts/": "agg_",
 }
 GRAIN_TEST = "unique_combination_of_columns"
+# Tests the publication's audit enforces before publishing; nightly jobs skip them.
+AUDITED_TAG = "audited"
 
 
 def _documented(node: dict[str, Any]) -> bool:
@@ -30,6 +32,23 @@ def _documented(node: dict[str, Any]) -> bool:
 def _column_problems(kind: str, name: str, node: dict[str, Any]) -> list[str]:
     return [f"{kind} {name}: column {column} has no description"
             for column, spec in node.get("columns", {}).items() if not _documented(spec)]
+
+
+def audited_by_publication(test: dict[str, Any], audit: dict[str, Any]) -> bool:
+    """Whether the publication's audit (meta.audit) checks what `test` checks: grain unique, keys not NULL."""
+    grain = audit.get("grain", [])
+    kwargs = test["test_metadata"].get("kwargs", {})
+    if test["test_metadata"]["name"] == GRAIN_TEST:
+        return sorted(kwargs.get("combination_of_columns", [])) == sorted(grain)
+    required = set(grain) - set(audit.get("nullable_grain", []))
+    return test["test_metadata"]["name"] == "not_null" and kwargs.get("column_name") in required
+
+
+def audited_tag_problems(node: dict[str, Any], tests: list[dict[str, Any]]) -> list[str]:
+    audit = node["config"].get("meta", {}).get("audit", {})
+    return [f"test {test['name']}: tagged {AUDITED_TAG}, but the publication's audit of {node['name']}"
+            " does not check it (nightly jobs would never run it)"
+            for test in tests if AUDITED_TAG in test.get("tags", []) and not audited_by_publication(test, audit)]
 
 
 def model_problems(node: dict[str, Any], tests: list[dict[str, Any]]) -> list[str]:
@@ -51,7 +70,7 @@ def model_problems(node: dict[str, Any], tests: list[dict[str, Any]]) -> list[st
             problems.append(f"model {name}: published without an enforced contract")
         if not any(test["test_metadata"]["name"] == GRAIN_TEST for test in tests):
             problems.append(f"model {name}: no grain test ({GRAIN_TEST})")
-    return problems
+    return problems + audited_tag_problems(node, tests)
 
 
 def problems(manifest: dict[str, Any]) -> list[str]:

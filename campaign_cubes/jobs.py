@@ -28,6 +28,7 @@ from campaign_cubes.history import (
     DBT_STATE_LOCK, FAILED, INTERRUPTED, SUCCESS, TIMEOUT, TRANSIENT_EXHAUSTED,
     History, Holder, HistoryUnavailable, RunRecord, job_lock,
 )
+from campaign_cubes.hygiene import AUDITED_TAG
 from campaign_cubes.schedule import Job, SchedulerSettings
 
 log = logging.getLogger("orchestrate")
@@ -121,9 +122,11 @@ def build_args(job: Job, dbt_vars: str | None = None) -> list[str]:
     # cautious: a job runs only the tests whose every parent it builds. dbt's default
     # (eager) would also run the other cube's tests that share a seed with this one.
     # Unit tests check the SQL, not the data: they run in CI (./cubes.sh test), not
-    # every night.
+    # every night. Tests tagged audited re-check what the publication's audit
+    # enforced before publishing (grain unique, keys not NULL): a nightly run
+    # cannot fail them, and they would re-read the whole aggregate.
     args = ["build", "--select", *job.select.split(), "--indirect-selection", "cautious",
-            "--exclude", "test_type:unit"]
+            "--exclude", "test_type:unit", f"tag:{AUDITED_TAG}"]
     return [*args, "--vars", dbt_vars] if dbt_vars else args
 
 

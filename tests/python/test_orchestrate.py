@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from campaign_cubes.jobs import JOBS_WORK_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,6 +31,15 @@ def test_run_builds_both_jobs_and_reports_each_step(demo_source: str) -> None:
         assert f"{job}: start: dbt build --select +{job}" in done.stdout
         assert f"{job}: success in" in done.stdout
     assert "run: 2 jobs succeeded" in done.stdout
+    # a nightly job skips the tests the publication's audit enforced, and runs the others
+    ran = {result["unique_id"].split(".")[2] for result in json.loads(
+        (JOBS_WORK_DIR / "agg_nmspropositionrcp_full" / "target" / "run_results.json").read_text()
+    )["results"]}
+    assert "agg_nmspropositionrcp_full_reconciled_with_propositions" in ran
+    assert "agg_nmspropositionrcp_full_propositions_without_date" in ran
+    assert "not_null_agg_nmspropositionrcp_full_channel_label" in ran
+    assert not [name for name in ran if name.startswith("unique_combination_of_columns_")], ran
+    assert "not_null_agg_nmspropositionrcp_full_offer_id" not in ran
 
 
 @pytest.mark.slow
