@@ -349,18 +349,17 @@
 #}
 {% macro campaign_fact_tables(facts) %}
     {%- if facts == 'propositions' -%}
-        {%- set tables = [('nmspropositionrcp', 'ipropositionid', 'base_campaign__proposition_repeated_keys')] -%}
+        {{ return([
+            {'table': 'nmspropositionrcp', 'key': 'ipropositionid', 'base': 'base_campaign__proposition_repeated_keys'},
+        ]) }}
     {%- elif var('message_center_source') == 'execution' -%}
-        {%- set tables = [
-            ('nmsrtevent', 'irteventid', 'base_campaign__realtime_event_repeated_keys'),
-            ('nmsbatchevent', 'ibatcheventid', 'base_campaign__batch_event_repeated_keys'),
-        ] -%}
+        {{ return([
+            {'table': 'nmsrtevent', 'key': 'irteventid', 'base': 'base_campaign__realtime_event_repeated_keys'},
+            {'table': 'nmsbatchevent', 'key': 'ibatcheventid', 'base': 'base_campaign__batch_event_repeated_keys'},
+        ]) }}
     {%- else -%}
-        {%- set tables = [('nmseventhisto', 'bieventhistoid', 'base_campaign__event_history_repeated_keys')] -%}
+        {{ return([
+            {'table': 'nmseventhisto', 'key': 'bieventhistoid', 'base': 'base_campaign__event_history_repeated_keys'},
+        ]) }}
     {%- endif -%}
-    {%- set described = [] -%}
-    {%- for table, key, base in tables -%}
-        {%- do described.append({'table': table, 'key': key, 'base': base}) -%}
-    {%- endfor -%}
-    {{ return(described) }}
 {% endmacro %}
