@@ -30,15 +30,18 @@ ensure_postgresql() {
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql >/dev/null
 }
 
-# The project's virtualenv with the pinned packages; reinstalled when requirements.txt changes.
+# The project's virtualenv: the locked packages (requirements.lock, generated from
+# pyproject.toml with pip-compile), then the project itself, editable, so that the
+# `campaign-cubes` command exists too. Reinstalled when the lock changes.
 ensure_virtualenv() {
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
-    if ! cmp -s requirements.txt .venv/requirements.installed; then
-        echo "cubes.sh: installing Python packages (requirements.txt)"
-        .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
-        cp requirements.txt .venv/requirements.installed
+    if ! cmp -s requirements.lock .venv/requirements.installed; then
+        echo "cubes.sh: installing Python packages (requirements.lock)"
+        .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
+        .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+        cp requirements.lock .venv/requirements.installed
     fi
 }
 

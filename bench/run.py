@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import re
 import subprocess
@@ -283,9 +284,11 @@ def _job_breakdown(job: str, source: str, wall: float | None) -> dict[str, float
     return split
 
 
-def run_project(source: str, published: str, timezone: str, log_file: Path) -> ProjectRun:
+def run_project(
+    source: str, published: str, timezone: str, log_file: Path, topology_env: dict[str, str] | None = None
+) -> ProjectRun:
     dbt_vars = json.dumps({"campaign_schema": source, "reporting_timezone": timezone})
-    env = {**os.environ, "CAMPAIGN_CUBES_SCHEMA": published}
+    env = {**os.environ, "CAMPAIGN_CUBES_SCHEMA": published, **(topology_env or {})}
     output = log_file.with_suffix(".last")
     with output.open("wb") as sink:
         started = time.monotonic()
@@ -312,8 +315,31 @@ def run_project(source: str, published: str, timezone: str, log_file: Path) -> P
 
 def drop_project_schemas(conn: connection, published: str) -> None:
     with conn.cursor() as cur:
-        for suffix in ("", "_staging", "_audit"):
+        for suffix in ("", "_staging", "_audit", "_campaign"):
             cur.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(published + suffix)))
+
+
+# --- the separate analytics database topology (--topology fdw) ----------------------
+
+
+def analytics_database(conn: connection, prefix: str) -> str:
+    """A database of its own on the same server for the cubes (created once, then reused)."""
+    name = f"{prefix}_analytics"
+    with conn.cursor() as cur:
+        cur.execute("select count(*) from pg_database where datname = %s", (name,))
+        if not cur.fetchone()[0]:  # type: ignore[index]
+            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    return name
+
+
+def fdw_env(conn: connection, analytics: str) -> dict[str, str]:
+    """The cubes in `analytics`, the Campaign tables read from this connection's database via postgres_fdw."""
+    info = conn.info
+    dsn = psycopg2.extensions.make_dsn(host=info.host, port=info.port, dbname=info.dbname, user=info.user)
+    env = {"PGDATABASE": analytics, "CAMPAIGN_SOURCE_DSN": dsn}
+    if os.environ.get("PGPASSWORD"):
+        env["CAMPAIGN_SOURCE_PASSWORD"] = os.environ["PGPASSWORD"]
+    return env
 
 
 # --- the comparison ---------------------------------------------------------------
@@ -487,6 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--schema-prefix", default="bench",
                         help="schemas used: <prefix>_campaign_<N>, <prefix>_cubes(_staging, _audit), "
                              "<prefix>_floor (default: bench)")
+    parser.add_argument(
+        "--topology",
+        choices=("in-database", "fdw"),
+        default="in-database",
+        help="in-database: the cubes in the Campaign tables' database (default); fdw: in a separate database "
+        "<prefix>_analytics on the same server, reading the tables through postgres_fdw (CAMPAIGN_SOURCE_DSN); "
+        "the floor then reads the same linked tables",
+    )
     parser.add_argument("--log", type=Path, default=PROJECT_ROOT / "target" / "bench" / "orchestrate.log",
                         help="where orchestrate.py's output goes (default: target/bench/orchestrate.log)")
     return parser
@@ -494,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the long demo loads say how far they are, as comments beside the results
+    logging.basicConfig(level=logging.INFO, format="# %(asctime)s %(message)s", stream=sys.stderr)
     if args.repeat < 1:
         print("bench: --repeat must be at least 1", file=sys.stderr)
         return EXIT_USAGE
@@ -504,12 +540,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: database: {problem}", file=sys.stderr)
         return EXIT_DATABASE
     conn.autocommit = True
+    # where the cubes, the floor and the comparison run: this database, or the analytics one
+    work, topology_env = conn, None
+    if args.topology == "fdw":
+        topology_env = fdw_env(conn, analytics_database(conn, args.schema_prefix))
+        work = psycopg2.connect(dbname=topology_env["PGDATABASE"])
+        work.autocommit = True
     published = f"{args.schema_prefix}_cubes"
     floor_schema = f"{args.schema_prefix}_floor"
     args.log.parent.mkdir(parents=True, exist_ok=True)
     args.log.write_text("")
     for line in server_header(conn):
         print(line, flush=True)
+    print(
+        f"# topology: {args.topology}" + (f" (cubes in database {topology_env['PGDATABASE']})" if topology_env else ""),
+        flush=True,
+    )
     print(f"# size N = N propositions + N events (nmseventhisto); best of {args.repeat} for floor and project;"
           f" orchestrate.py output in {args.log}", flush=True)
     results: list[SizeResult] = []
@@ -520,20 +566,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"# {fmt_size(size)}: {source}: " + ", ".join(f"{t} {n:,}" for t, n in counts.items())
                   + (f" (generated in {load_seconds:.1f} s)" if load_seconds is not None else " (reused)"),
                   flush=True)
-            statements = floor_statements(conn, source, floor_schema, args.timezone)
-            drop_project_schemas(conn, published)
-            first = run_project(source, published, args.timezone, args.log)
+            drop_project_schemas(work, published)
+            first = run_project(source, published, args.timezone, args.log, topology_env)
+            # with fdw the floor reads the tables the first run linked, as the project does
+            floor_source = f"{published}_campaign" if topology_env else source
+            statements = floor_statements(work, floor_source, floor_schema, args.timezone)
             floors: list[list[float]] = []
             steadies: list[ProjectRun] = []
             for _ in range(args.repeat):
-                floors.append(run_floor(conn, statements, floor_schema))
-                steadies.append(run_project(source, published, args.timezone, args.log))
+                floors.append(run_floor(work, statements, floor_schema))
+                steadies.append(run_project(source, published, args.timezone, args.log, topology_env))
             print(f"# {fmt_size(size)}: first run {first.seconds:.1f} s ({first.peak_kib / 1024:.0f} MiB); floor "
                   + ", ".join(f"{sum(run):.1f} ({' + '.join(f'{s:.1f}' for s in run)})" for run in floors)
                   + " s (propositions + events); steady runs "
                   + ", ".join(f"{run.seconds:.1f} s ({run.peak_kib / 1024:.0f} MiB)" for run in steadies),
                   flush=True)
-            problems = compare(conn, floor_schema, published)
+            problems = compare(work, floor_schema, published)
             if problems:
                 raise BenchFailure("the floor and the project disagree at " + fmt_size(size) + ":\n  "
                                    + "\n  ".join(problems))
@@ -550,6 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: FAILED: {failure}", file=sys.stderr)
         return EXIT_MISMATCH
     finally:
+        if work is not conn:
+            work.close()
         conn.close()
     print("# floor/project: seconds (best); ratio = project / floor; rows/s = fact rows / project seconds;"
           " peak MiB = orchestrate.py + dbt RSS; first = first run (nothing published yet)")

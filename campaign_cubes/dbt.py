@@ -7,18 +7,25 @@ node is read from `run_results.json`, which is the per-node truth.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from campaign_cubes import PROJECT_ROOT
+
 PROFILE_EXAMPLE = PROJECT_ROOT / "profiles.yml.example"
 # Node statuses that make a build unsuccessful ("warn" does not).
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "skipped"})
@@ -26,6 +33,37 @@ FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "skipped"})
 INTERRUPT_GRACE_SECONDS = 60.0
 ENV_DBT = "CAMPAIGN_CUBES_DBT"
 _PR_SET_PDEATHSIG = 1
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes, should a message carry some
+EventSink = Callable[[dict[str, Any]], None]  # receives each dbt JSON log event
+
+log = logging.getLogger(__name__)
+# The database passwords dbt itself needs (the profile's and the Campaign source's).
+DATABASE_SECRETS = ("PGPASSWORD", "CAMPAIGN_SOURCE_PASSWORD")
+# Any variable whose name holds one of these words is taken for a secret.
+_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN")
+# dbt's own convention: it redacts these from its logs, and profiles may read them.
+_DBT_SECRET_PREFIX = "DBT_ENV_SECRET_"
+
+
+def is_secret(name: str) -> bool:
+    upper = name.upper()
+    return upper in DATABASE_SECRETS or any(word in upper for word in _SECRET_WORDS)
+
+
+def scrubbed_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`environ` (default: this process's) without passwords, secrets or tokens.
+
+    For every subprocess that does not log in to the database: hooks, helpers.
+    """
+    source = os.environ if environ is None else environ
+    return {name: value for name, value in source.items() if not is_secret(name)}
+
+
+def dbt_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """dbt's environment: scrubbed, but with the database passwords it logs in with."""
+    keep = {name: value for name, value in os.environ.items()
+            if name.upper() in DATABASE_SECRETS or name.startswith(_DBT_SECRET_PREFIX)}
+    return {**scrubbed_env(), **keep, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **(extra or {})}
 
 
 @dataclass(frozen=True)
@@ -89,7 +127,7 @@ def dbt_executable() -> str:
         return str(beside)
     found = shutil.which("dbt")
     if found is None:
-        raise FileNotFoundError("dbt is not installed in this environment (pip install -r requirements.txt)")
+        raise FileNotFoundError("dbt is not installed in this environment (./cubes.sh setup, or pip install -r requirements.lock)")
     return found
 
 
@@ -151,29 +189,39 @@ def run_dbt(
     env: dict[str, str],
     work_dir: Path,
     timeout: float | None = None,
+    on_event: EventSink | None = None,
 ) -> DbtRun:
-    """Run `dbt <args>` with its target and logs under `work_dir`; never raises on failure."""
+    """Run `dbt <args>` with its target and logs under `work_dir`; never raises on failure.
+
+    dbt writes its events as JSON lines; each is written to the console log as the
+    text dbt would have printed, and handed to `on_event` as it happens (progress).
+    """
     target_path = work_dir / "target"
     log_path = work_dir / "logs"
     log_path.mkdir(parents=True, exist_ok=True)
     (target_path / "run_results.json").unlink(missing_ok=True)
     argv = [
         dbt_executable(), *args,
+        "--log-format", "json", "--no-use-colors",
         "--project-dir", str(PROJECT_ROOT),
         "--profiles-dir", str(profiles_dir()),
         "--target-path", str(target_path),
         "--log-path", str(log_path),
     ]
     console_log = log_path / "console.log"
-    full_env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **env}
     started = time.monotonic()
     timed_out = False
-    with console_log.open("wb") as sink:
+    with console_log.open("w", encoding="utf-8") as sink:
         parent = os.getpid()
         process = subprocess.Popen(
-            argv, stdout=sink, stderr=subprocess.STDOUT, env=full_env, cwd=PROJECT_ROOT,
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dbt_env(env), cwd=PROJECT_ROOT,
             preexec_fn=(lambda: _interrupt_when_parent_dies(parent)) if sys.platform == "linux" else None,
         )
+        assert process.stdout is not None
+        # in this thread's context, so that progress lines carry the job being run
+        relay = threading.Thread(target=contextvars.copy_context().run,
+                                 args=(_relay, process.stdout, sink, on_event), daemon=True)
+        relay.start()
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -182,6 +230,8 @@ def run_dbt(
         except KeyboardInterrupt:
             _stop(process)
             raise
+        finally:
+            relay.join()
     return DbtRun(
         argv=argv,
         exit_code=process.returncode,
@@ -190,6 +240,39 @@ def run_dbt(
         results=read_run_results(target_path),
         timed_out=timed_out,
     )
+
+
+def _relay(stream: IO[bytes], sink: IO[str], on_event: EventSink | None) -> None:
+    """Copy dbt's output to the console log as text, handing each JSON event on."""
+    for raw in stream:
+        line = raw.decode("utf-8", errors="replace")
+        event = parse_event(line)
+        sink.write(ANSI.sub("", line) if event is None else event_text(event))
+        sink.flush()
+        if event is not None and on_event is not None:
+            try:
+                on_event(event)
+            except Exception:  # a progress display must never stop the build's log
+                log.exception("dbt event handler failed on %s", event.get("info", {}).get("name"))
+                on_event = None
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """A dbt JSON log event, or None for a plain line (dbt fails before its logger starts)."""
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and isinstance(event.get("info"), dict) else None
+
+
+def event_text(event: dict[str, Any]) -> str:
+    """The line dbt's text format would have printed: time, then the message."""
+    info = event["info"]
+    stamp = str(info.get("ts", ""))[11:19]
+    return f"{stamp}  {ANSI.sub('', str(info.get('msg', '')))}\n"
 
 
 def tail(path: Path, lines: int = 25) -> str:

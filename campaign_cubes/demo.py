@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import errors, sql
 from psycopg2.extensions import connection, cursor
+
+from campaign_cubes.logs import event
+
+log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Comment on a schema the loader created: only such a schema's tables may be replaced.
@@ -217,6 +222,8 @@ def load_demo(conn: connection, schema: str, size: DemoSize = DemoSize(), seed: 
         cur.execute("set local synchronous_commit = off")
         _create_tables(cur, schema)
         _run_file(cur, "demo_data.sql", schema=ident, seed_base=sql.Literal(seed * 1000))
+        log.info("load-demo: %s: offers, spaces and deliveries written; %d propositions next",
+                 schema, size.propositions, extra=event("load", table="nmspropositionrcp", rows=size.propositions))
         _set_jit(cur, size.propositions)
         _run_file(
             cur,
@@ -226,6 +233,7 @@ def load_demo(conn: connection, schema: str, size: DemoSize = DemoSize(), seed: 
             recipients=sql.Literal(max(size.propositions // 5, 1)),
         )
         for table, rows in event_rows.items():
+            log.info("load-demo: %s: %d %s rows next", schema, rows, table, extra=event("load", table=table, rows=rows))
             _set_jit(cur, rows)
             _run_file(
                 cur,
@@ -238,6 +246,7 @@ def load_demo(conn: connection, schema: str, size: DemoSize = DemoSize(), seed: 
                 recipients=sql.Literal(max(rows // 3, 1)),
             )
         _run_file(cur, "demo_cleanup.sql")
+        log.info("load-demo: %s: analyzing the tables", schema, extra=event("load", table=None, rows=None))
         for table in CAMPAIGN_TABLES:
             cur.execute(sql.SQL("analyze {}").format(sql.Identifier(schema, table)))
         counts = _row_counts(cur, schema)

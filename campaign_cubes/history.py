@@ -5,10 +5,12 @@ One table, `<schema>_audit.scheduler_runs`, records every run: job, scheduled sl
 failed nodes. Two partial unique indexes make the database itself refuse a second
 successful run of a slot and a second running row of a job.
 
-Locks are PostgreSQL session-level advisory locks taken on the same connection:
-one per job, one for the shared dbt state (seeds and staging views both jobs
-rebuild). A process that dies loses its session and so its locks, which is how a
-'running' row whose lock is free is known to be abandoned.
+Run locks: one per job, one for the shared dbt state (seeds and staging views both
+jobs rebuild). Each is an EXCLUSIVE lock on a table of its own in `<schema>_audit`,
+held by a connection of its own in an open transaction (docs/design-locks.md): a
+login without access to that schema (the reporting role) can neither take nor fake
+it, unlike an advisory lock. A process that dies loses its connections and so its
+locks, which is how a 'running' row whose lock is free is known to be abandoned.
 
 `MemoryHistory` implements the same interface in memory, for the multi-year
 simulations; tests show the same invariants on `PgHistory` over shorter ones.
@@ -16,12 +18,14 @@ simulations; tests show the same invariants on `PgHistory` over shorter ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 # Outcomes of a recorded run.
@@ -75,12 +79,14 @@ class Holder:
     application_name: str
     backend_pid: int | None = None
     client: str | None = None
-    since: datetime | None = None
+    since: datetime | None = None  # when the lock was taken (its transaction's start)
+    user: str | None = None
 
     def describe(self) -> str:
         details = [f"backend pid {self.backend_pid}" if self.backend_pid else "",
+                   f"user {self.user}" if self.user else "",
                    f"client {self.client}" if self.client else "",
-                   f"connected {self.since.isoformat(timespec='seconds')}" if self.since else ""]
+                   f"since {self.since.isoformat(timespec='seconds')}" if self.since else ""]
         extra = ", ".join(d for d in details if d)
         return f"'{self.application_name or '?'}'" + (f" ({extra})" if extra else "")
 
@@ -114,14 +120,14 @@ class History(Protocol):
 
 
 def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 # --- in memory, for simulations -----------------------------------------------------
 
 @dataclass
 class MemoryDatabase:
-    """What a PostgreSQL server would hold: the rows and the advisory locks."""
+    """What a PostgreSQL server would hold: the rows and the run locks."""
 
     rows: list[RunRecord] = field(default_factory=list)
     locks: dict[str, MemoryHistory] = field(default_factory=dict)
@@ -137,7 +143,7 @@ class MemoryHistory:
 
     def try_lock(self, name: str) -> Holder | None:
         owner = self.database.locks.setdefault(name, self)
-        # Session-level advisory locks are reentrant for their owner, as in PostgreSQL.
+        # Reentrant for their owner, as PgHistory's locks are.
         return None if owner is self else Holder(owner.name)
 
     def holder(self, name: str) -> Holder | None:
@@ -190,17 +196,19 @@ class MemoryHistory:
 
 # --- PostgreSQL --------------------------------------------------------------------
 
-def lock_key(schema: str, name: str) -> int:
-    """A stable signed 64-bit advisory lock key, scoped to the published schema."""
-    digest = hashlib.blake2b(f"campaign-cubes:{schema}:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def lock_table(name: str) -> str:
+    """The table of `<schema>_audit` whose EXCLUSIVE lock is the run lock `name`.
+
+    Readable in pg_locks and \\dt, and unique per name whatever characters it holds.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:40]
+    return f"run_lock_{slug}_{hashlib.blake2b(name.encode(), digest_size=4).hexdigest()}"
 
 
 _COLUMNS = ("run_id, job, slot, trigger, started_at, ended_at, outcome, exit_code, dbt_exit_code, "
             "attempts, failed_nodes, message, pid, host")
 
 _DDL = """
-create schema if not exists {audit};
 create table if not exists {audit}.scheduler_runs (
     run_id bigserial primary key,
     job text not null,
@@ -226,15 +234,28 @@ create index if not exists scheduler_runs_job_started
     on {audit}.scheduler_runs (job, started_at desc);
 """
 
+# A run lock's table: no columns, no rows; only its lock matters. (No comment on it:
+# `comment on` would wait for a lock taken by the process that won a creation race.)
+_LOCK_DDL = "create table if not exists {audit}.{table} ();"
+
+# Two processes creating the same objects at once: the loser of the race gets one of
+# these (pg_namespace/pg_class unique indexes); once the winner committed, `if not
+# exists` is a no-op. Nothing exists yet that a lock could be taken on.
+_CREATION_RACES = ("23505", "42P06", "42P07", "42710", "40P01")
+_CREATION_ATTEMPTS = 5
+
 
 class PgHistory:
-    """The history table and advisory locks on one autocommit psycopg2 connection."""
+    """The history table on one autocommit psycopg2 connection; each held run lock on one more."""
 
     def __init__(self, connection: Any, schema: str) -> None:
         self.connection = connection
         self.schema = schema
         self.audit = f"{schema}_audit"
         self._ready = False
+        self._lock_tables: set[str] = set()  # lock tables known to exist
+        self._held: dict[str, Any] = {}  # lock name -> the connection whose transaction holds it
+        self._spare: list[Any] = []  # idle lock connections, reused (waiting polls every second)
 
     @classmethod
     def connect(cls, schema: str, command: str) -> PgHistory:
@@ -258,58 +279,125 @@ class PgHistory:
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             raise HistoryUnavailable(str(exc).strip()) from None
 
-    def _sql(self, text: str) -> Any:
+    def _sql(self, text: str, **parts: Any) -> Any:
+        """`text` with {audit} and the given identifiers (str) or SQL parts (Composable)."""
         from psycopg2 import sql
 
-        return sql.SQL(text).format(audit=sql.Identifier(self.audit))
+        return sql.SQL(text).format(audit=sql.Identifier(self.audit), **{
+            key: sql.Identifier(value) if isinstance(value, str) else value for key, value in parts.items()})
 
-    def ensure_table(self) -> None:
-        if self._ready:
-            return
+    def _create(self, statement: Any) -> None:
+        """Run DDL in a transaction of its own, again when a concurrent creation collided."""
         import psycopg2
 
-        # Concurrent `create ... if not exists` can still collide: serialise them.
-        try:
-            self._execute(self._sql("begin; select pg_advisory_xact_lock(%s);" + _DDL + "commit;"),
-                          (lock_key(self.schema, "ddl"),))
-        except psycopg2.Error:
-            self._execute("rollback")  # autocommit session: leave no aborted transaction behind
-            raise
-        self._ready = True
+        for attempt in range(1, _CREATION_ATTEMPTS + 1):
+            try:
+                # a schema made for a build role without `create` on the database must not be created again
+                [(missing,)] = self._execute("select to_regnamespace(%s) is null", (_quoted(self.audit),))
+                ddl = self._sql("create schema {audit};") + statement if missing else statement
+                self._execute(_sql_block(ddl))
+                return
+            except psycopg2.Error as exc:
+                self._execute("rollback")  # autocommit session: leave no aborted transaction behind
+                if exc.pgcode not in _CREATION_RACES or attempt == _CREATION_ATTEMPTS:
+                    raise
+
+    def ensure_table(self) -> None:
+        if not self._ready:
+            self._create(self._sql(_DDL))
+            self._ready = True
 
     def _table_exists(self) -> bool:
         if not self._ready:
-            found = self._execute("select to_regclass(%s) is not null", (f'"{self.audit}".{TABLE}',))
+            found = self._execute("select to_regclass(%s) is not null", (f"{_quoted(self.audit)}.{TABLE}",))
             self._ready = bool(found[0][0])
         return self._ready
 
     # locks
 
+    def _lock_regclass(self, name: str) -> str:
+        return f"{_quoted(self.audit)}.{_quoted(lock_table(name))}"
+
+    def _ensure_lock_table(self, name: str) -> None:
+        if name in self._lock_tables:
+            return
+        [(found,)] = self._execute("select to_regclass(%s) is not null", (self._lock_regclass(name),))
+        if not found:
+            self._create(self._sql(_LOCK_DDL, table=lock_table(name)))
+        self._lock_tables.add(name)
+
+    def _lock_session(self) -> Any:
+        """An idle connection for one lock, as the same user and application name."""
+        import psycopg2
+
+        if self._spare:
+            return self._spare.pop()
+        params = self.connection.get_dsn_parameters()
+        keep = {key: params[key] for key in ("host", "port", "user", "dbname", "sslmode") if params.get(key)}
+        try:
+            return psycopg2.connect(
+                **keep, connect_timeout=10,
+                application_name=self.connection.get_parameter_status("application_name") or "",
+                # the transaction holding the lock is idle by design: a server-wide timeout must not end it
+                options="-c idle_in_transaction_session_timeout=0")
+        except psycopg2.OperationalError as exc:
+            raise HistoryUnavailable(str(exc).strip()) from None
+
+    def _release(self, session: Any) -> None:
+        """End the session's transaction (and so its lock); keep the session for the next lock."""
+        try:
+            session.rollback()
+            self._spare.append(session)
+        except Exception:  # noqa: BLE001 - a lost session holds nothing
+            _close(session)
+
     def try_lock(self, name: str) -> Holder | None:
-        [(taken,)] = self._execute("select pg_try_advisory_lock(%s)", (lock_key(self.schema, name),))
-        return None if taken else (self.holder(name) or Holder("(released meanwhile)"))
+        import psycopg2
+        import psycopg2.errors
+
+        if name in self._held:  # reentrant for its owner, as the session-level advisory locks were
+            return None
+        self._ensure_lock_table(name)
+        session = self._lock_session()
+        try:
+            with session.cursor() as cursor:
+                # LOCK assigns no transaction id and keeps no snapshot: holding it for hours
+                # holds back no vacuum. EXCLUSIVE conflicts with every mode but ACCESS SHARE,
+                # the only one a login without privileges can get (pg_relation_size & co).
+                cursor.execute(self._sql("lock table {audit}.{table} in exclusive mode nowait",
+                                         table=lock_table(name)))
+        except psycopg2.errors.LockNotAvailable:
+            self._release(session)
+            return self.holder(name) or Holder("(released meanwhile)")
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            _close(session)
+            raise HistoryUnavailable(str(exc).strip()) from None
+        except psycopg2.Error:
+            self._release(session)
+            raise
+        self._held[name] = session
+        return None
 
     def holder(self, name: str) -> Holder | None:
-        key = lock_key(self.schema, name) & 0xFFFF_FFFF_FFFF_FFFF
-        # A bigint advisory key shows in pg_locks as classid (high half), objid (low half), objsubid 1.
+        ours = [session.info.backend_pid for session in self._held.values()]
         rows = self._execute(
-            """select a.application_name, a.pid, host(a.client_addr), a.backend_start
+            """select a.application_name, a.pid, host(a.client_addr), coalesce(a.xact_start, a.backend_start),
+                      a.usename
                from pg_locks l join pg_stat_activity a on a.pid = l.pid
-               where l.locktype = 'advisory' and l.granted and l.objsubid = 1
-                 and l.classid = %s::bigint::oid and l.objid = %s::bigint::oid
+               where l.locktype = 'relation' and l.mode = 'ExclusiveLock' and l.granted
                  and l.database = (select oid from pg_database where datname = current_database())
-                 and l.pid <> pg_backend_pid()""",
-            (key >> 32, key & 0xFFFF_FFFF))
+                 and l.relation = to_regclass(%s)
+                 and l.pid <> pg_backend_pid() and l.pid <> all(%s::int[])""",
+            (self._lock_regclass(name), ours))
         if not rows:
             return None
-        name_, pid, client, since = rows[0]
-        return Holder(name_ or "", pid, client, since)
+        name_, pid, client, since, user = rows[0]
+        return Holder(name_ or "", pid, client, since, user)
 
     def unlock(self, name: str) -> None:
-        try:
-            self._execute("select pg_advisory_unlock(%s)", (lock_key(self.schema, name),))
-        except HistoryUnavailable:
-            pass  # the session is gone, and its locks with it
+        session = self._held.pop(name, None)
+        if session is not None:
+            self._release(session)  # a session already gone took its lock with it
 
     # rows
 
@@ -357,10 +445,28 @@ class PgHistory:
         return [_record(row) for row in rows]
 
     def close(self) -> None:
-        try:
-            self.connection.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection must not mask the real error
-            pass
+        for session in [*self._held.values(), *self._spare, self.connection]:
+            _close(session)
+        self._held.clear()
+        self._spare.clear()
+
+
+def _quoted(identifier: str) -> str:
+    """An identifier for to_regclass/to_regnamespace: quoted, embedded quotes doubled."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _sql_block(statement: Any) -> Any:
+    """`statement` in a transaction of its own, on an autocommit connection."""
+    from psycopg2 import sql
+
+    return sql.Composed([sql.SQL("begin;"), statement, sql.SQL("commit;")])
+
+
+def _close(connection: Any) -> None:
+    # closing a broken connection must not mask the real error
+    with contextlib.suppress(Exception):
+        connection.close()
 
 
 def _record(row: Sequence[Any]) -> RunRecord:

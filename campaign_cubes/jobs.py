@@ -23,15 +23,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from campaign_cubes.dbt import PROJECT_ROOT, DbtRun, run_dbt, tail
+from campaign_cubes import PROJECT_ROOT
+from campaign_cubes.dbt import ANSI, DbtRun, run_dbt, scrubbed_env, tail
 from campaign_cubes.history import (
     DBT_STATE_LOCK, FAILED, INTERRUPTED, SUCCESS, TIMEOUT, TRANSIENT_EXHAUSTED,
     History, Holder, HistoryUnavailable, RunRecord, job_lock,
 )
-from campaign_cubes.hygiene import AUDITED_TAG
-from campaign_cubes.schedule import Job, SchedulerSettings
+from campaign_cubes.logs import job_context, set_run_id
+from campaign_cubes.progress import node_progress
+from campaign_cubes.schedule import ConfigError, Job, SchedulerSettings
 
-log = logging.getLogger("orchestrate")
+log = logging.getLogger(__name__)
 
 JOBS_WORK_DIR = PROJECT_ROOT / "target" / "jobs"
 
@@ -43,34 +45,55 @@ EXIT_DATABASE = 3  # the database could not be reached or started (after retries
 EXIT_BUSY = 4  # another process holds the job's lock: nothing was run
 EXIT_TRANSIENT = 5  # transient failures used up the retry budget
 EXIT_TIMEOUT = 6  # the run's overall timeout expired; dbt was interrupted
+EXIT_UNEXPECTED = 7  # an unexpected error (dbt missing, disk full): the run row says which
 EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM
 
-# Outcomes that exist only in results, never as history rows.
+# Outcomes of results only (busy also ends a run row whose job's work folder stayed in use).
 BUSY = "busy"
 ALREADY_DONE = "already_done"  # another process ran the slot between our look and our lock
 UNREACHABLE = "database_unreachable"
+CONFIG_ERROR = "configuration_error"  # e.g. the login was refused: nothing was run
 ABANDONED_HOOK = "abandoned"
 
 OUTCOME_EXIT = {
     SUCCESS: EXIT_OK, FAILED: EXIT_DBT_FAILED, TIMEOUT: EXIT_TIMEOUT,
     TRANSIENT_EXHAUSTED: EXIT_TRANSIENT, INTERRUPTED: EXIT_INTERRUPTED,
-    BUSY: EXIT_BUSY, UNREACHABLE: EXIT_DATABASE,
+    BUSY: EXIT_BUSY, UNREACHABLE: EXIT_DATABASE, CONFIG_ERROR: EXIT_CONFIG,
 }
 
-# Words in dbt's errors that mean "try again later", not "the data or SQL is wrong".
+# The only errors worth another attempt: the server is away or (re)starting, the
+# connection was lost, or the session lost a race (lock, deadlock, serialization,
+# a standby replaying). Every other error is deterministic and fails at once.
 TRANSIENT_MARKERS = (
-    "lock timeout", "deadlock detected", "could not serialize access",
-    "could not connect", "connection refused", "terminating connection",
-    "server closed the connection", "the database system is starting up",
-    "the database system is shutting down", "the database system is in recovery mode",
+    "connection refused", "could not connect to server", "server closed the connection",
+    "terminating connection", "connection already closed", "could not receive data from server",
+    "could not send data to server", "ssl syscall error", "timeout expired", "connection timed out",
+    "the database system is starting up", "the database system is shutting down",
+    "the database system is in recovery mode", "the database system is not yet accepting connections",
+    "sorry, too many clients already", "due to lock timeout", "could not obtain lock",
+    "deadlock detected", "could not serialize access", "conflict with recovery",
 )
-# dbt exits 2 both when it cannot reach the database and when the project or its
-# settings are wrong; these words mean the latter, which no retry can fix.
-DETERMINISTIC_MARKERS = (
-    "compilation error", "parsing error", "dependency error", "validation error",
-    "could not find profile", "no such option", "invalid value",
+# Errors the operator fixes in the settings or the grants: exit 2, never retried.
+# (pattern, what the message adds so that it says what is missing)
+CONFIG_PROBLEMS = (
+    (re.compile(r"(?:password )?authentication failed for user \"?([^\"\s]*)\"?", re.I),
+     "authentication failed for user {0}: check PGUSER and PGPASSWORD (or the pgpass file)"),
+    (re.compile(r"no password supplied", re.I),
+     "the server wants a password and none was given: set PGPASSWORD or a pgpass file"),
+    (re.compile(r"no pg_hba\.conf entry for .*", re.I),
+     "the server refuses this login ({0}): see its pg_hba.conf"),
+    (re.compile(r"role \"([^\"]*)\" does not exist", re.I), "role {0} does not exist"),
+    (re.compile(r"database \"([^\"]*)\" does not exist", re.I), "database {0} does not exist: check PGDATABASE"),
+    (re.compile(r"permission denied for (\w+ [^\s|]+)", re.I),
+     "permission denied for {0}: grant it to the build role (PGUSER)"),
+    (re.compile(r"permission denied to (\w+(?: \w+)?)", re.I),
+     "permission denied to {0}: the build role (PGUSER) lacks that privilege"),
+    (re.compile(r"must be owner of (\w+ [^\s|]+)", re.I),
+     "the build role must own {0}: build as its owner, or hand it over"),
+    (re.compile(r"cannot execute (\w+(?: \w+)?) in a read-only transaction", re.I),
+     "cannot execute {0} in a read-only transaction: PGHOST points at a read-only server "
+     "(a standby?) or default_transaction_read_only is on; build on the primary"),
 )
-ANSI = re.compile(r"\x1b\[[0-9;]*m")  # dbt colours its console output
 # How often a run waiting for the shared dbt state lock (or the job's work folder) asks again.
 DBT_STATE_POLL_SECONDS = 1.0
 HOOK_TIMEOUT_SECONDS = 60.0
@@ -107,6 +130,8 @@ class Attempt:
     exit_code: int
     transient: bool = False
     timed_out: bool = False
+    config_error: bool = False  # permission, read-only or login: exit 2, no retry
+    busy: bool = False  # the job's work folder stayed in use by another process
     failed_nodes: tuple[str, ...] = ()
     message: str = ""
 
@@ -119,22 +144,20 @@ Runner = Callable[[Job, float], Attempt]  # (job, seconds left) -> what happened
 
 
 def build_args(job: Job, dbt_vars: str | None = None) -> list[str]:
-    # cautious: a job runs only the tests whose every parent it builds. dbt's default
-    # (eager) would also run the other cube's tests that share a seed with this one.
-    # Unit tests check the SQL, not the data: they run in CI (./cubes.sh test), not
-    # every night. Tests tagged audited re-check what the publication's audit
-    # enforced before publishing (grain unique, keys not NULL): a nightly run
-    # cannot fail them, and they would re-read the whole aggregate.
-    args = ["build", "--select", *job.select.split(), "--indirect-selection", "cautious",
-            "--exclude", "test_type:unit", f"tag:{AUDITED_TAG}"]
+    # The job's selector (selectors.yml) says what a nightly build runs, so that
+    # `dbt build --selector <job>` by hand runs exactly the same nodes and tests.
+    args = ["build", "--selector", job.selector]
     return [*args, "--vars", dbt_vars] if dbt_vars else args
 
 
-def run_job(job: Job, *, env: dict[str, str], timeout: float | None, dbt_vars: str | None = None) -> DbtRun:
-    """Build one job's selection and log one line for the start and one for the end."""
+def run_job(job: Job, *, env: dict[str, str], timeout: float | None, dbt_vars: str | None = None,
+            progress: bool = False) -> DbtRun:
+    """Build one job's selection: a line for the start and one for the end, and with
+    `progress` one per node and per publication step as they happen."""
     args = build_args(job, dbt_vars)
     log.info("%s: start: dbt %s", job.name, " ".join(args))
-    run = run_dbt(args, env=env, work_dir=JOBS_WORK_DIR / job.name, timeout=timeout)
+    run = run_dbt(args, env=env, work_dir=JOBS_WORK_DIR / job.name, timeout=timeout,
+                  on_event=node_progress(job.name) if progress else None)
     report(job, run)
     return run
 
@@ -175,21 +198,36 @@ def work_dir_lock(job: Job, seconds: float) -> Iterator[str | None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _mentions_transient(text: str) -> bool:
+def is_transient_error(text: str) -> bool:
+    """Whether an error message is one of the few that another attempt can get past."""
     lowered = text.lower()
     return any(marker in lowered for marker in TRANSIENT_MARKERS)
 
 
+def config_problem(text: str) -> str | None:
+    """What the operator must fix, when `text` is a login, permission or read-only error."""
+    flat = " ".join(text.split())
+    for pattern, advice in CONFIG_PROBLEMS:
+        found = pattern.search(flat)
+        if found:
+            return advice.format(*(found.groups() or (found.group(0),)))
+    return None
+
+
+def _error_texts(run: DbtRun) -> list[str]:
+    """The errors that made the run fail: the failed nodes', else the end of dbt's output."""
+    if run.broken:
+        return [node.message for node in run.broken]
+    text = ANSI.sub("", tail(run.log_file, 60))
+    # dbt ends a run it could not do with "Encountered an error:" and the error itself.
+    return [text.rpartition("Encountered an error")[2] or text]
+
+
 def is_transient(run: DbtRun) -> bool:
-    """dbt exit 2 (it could not even run) unless its log names a project error, or every
-    failed node's error is a lock/connection problem."""
-    if run.exit_code == 2:
-        text = tail(run.log_file, 60)
-        return _mentions_transient(text) or not any(marker in text.lower() for marker in DETERMINISTIC_MARKERS)
+    """True only if every error is a connection, lock or recovery problem (a positive list)."""
     if any(node.status == "fail" for node in run.broken):
         return False  # a data test found bad data: retrying cannot help
-    texts = [node.message for node in run.broken] or [tail(run.log_file, 60)]
-    return all(_mentions_transient(text) for text in texts)
+    return all(is_transient_error(text) for text in _error_texts(run))
 
 
 def classify(run: DbtRun) -> Attempt:
@@ -200,6 +238,9 @@ def classify(run: DbtRun) -> Attempt:
     if run.timed_out:
         return Attempt(run.exit_code, timed_out=True, failed_nodes=failed,
                        message=f"timed out after {run.seconds:.0f} s")
+    problem = next(filter(None, map(config_problem, _error_texts(run))), None)
+    if problem:
+        return Attempt(run.exit_code, config_error=True, failed_nodes=failed, message=problem)
     return Attempt(run.exit_code, transient=is_transient(run), failed_nodes=failed, message=message)
 
 
@@ -213,16 +254,16 @@ def _log_error(run: DbtRun) -> str:
     return " | ".join(lines[named[-1]:named[-1] + 2])
 
 
-def dbt_runner(dbt_vars: str | None) -> Runner:
+def dbt_runner(dbt_vars: str | None, progress: bool = False) -> Runner:
     """The real runner: `dbt build` of the job's selection, with the time left as its timeout."""
 
     def run(job: Job, seconds_left: float) -> Attempt:
         started = time.monotonic()
         with work_dir_lock(job, seconds_left) as holder:
             if holder is not None:
-                return Attempt(-1, timed_out=True, message=f"work folder still used by {holder}")
+                return Attempt(-1, busy=True, message=f"work folder {JOBS_WORK_DIR / job.name} used by {holder}")
             return classify(run_job(job, env={}, timeout=seconds_left - (time.monotonic() - started),
-                                    dbt_vars=dbt_vars))
+                                    dbt_vars=dbt_vars, progress=progress))
 
     return run
 
@@ -263,6 +304,13 @@ def execute(
     hook: Hook = lambda result: None,
 ) -> RunResult:
     """Run `job` once for `slot` (None: a manual run), holding its lock throughout."""
+    with job_context(job.name):
+        return _execute(job, slot, trigger, history=history, runner=runner, settings=settings, clock=clock,
+                        hook=hook)
+
+
+def _execute(job: Job, slot: datetime | None, trigger: str, *, history: History, runner: Runner,
+             settings: SchedulerSettings, clock: Clock, hook: Hook) -> RunResult:
     holder = history.try_lock(job_lock(job.name))
     if holder is not None:
         log.warning("%s: busy: another run holds its lock: %s; not started", job.name, holder.describe())
@@ -279,12 +327,19 @@ def execute(
                      job.name, _slot_text(slot), done[0].run_id)
             return RunResult(job.name, slot, trigger, ALREADY_DONE, EXIT_OK, done[0].run_id)
         run_id = history.start(job.name, slot, trigger, clock.now())
+        set_run_id(run_id)
         log.info("%s: run %d (%s, slot %s)", job.name, run_id, trigger, _slot_text(slot))
         try:
             result = _attempts(job, slot, trigger, run_id, history, runner, settings, clock)
         except KeyboardInterrupt:
             history.finish(run_id, clock.now(), INTERRUPTED, EXIT_INTERRUPTED, None, 0, (), "interrupted")
             raise
+        except HistoryUnavailable:
+            raise  # the database went away: the caller reports it (exit 3); no row can be written
+        except Exception as problem:  # dbt missing, disk full...: the row must not stay 'running'
+            log.debug("%s: unexpected error", job.name, exc_info=True)
+            result = RunResult(job.name, slot, trigger, FAILED, EXIT_UNEXPECTED, run_id,
+                               message=f"unexpected error: {describe_exception(problem)}")
         history.finish(run_id, clock.now(), result.outcome, result.exit_code, result.dbt_exit_code,
                        result.attempts, result.failed_nodes, result.message)
     finally:
@@ -309,9 +364,10 @@ def _wait_for_dbt_state(job: Job, history: History, clock: Clock, deadline: floa
 
 def _attempts(job: Job, slot: datetime | None, trigger: str, run_id: int, history: History,
               runner: Runner, settings: SchedulerSettings, clock: Clock) -> RunResult:
-    def result(outcome: str, attempts: int, attempt: Attempt | None, message: str) -> RunResult:
-        return RunResult(job.name, slot, trigger, outcome, OUTCOME_EXIT[outcome], run_id, attempts,
-                         attempt.exit_code if attempt else None,
+    def result(outcome: str, attempts: int, attempt: Attempt | None, message: str,
+               exit_code: int | None = None) -> RunResult:
+        return RunResult(job.name, slot, trigger, outcome, OUTCOME_EXIT[outcome] if exit_code is None else exit_code,
+                         run_id, attempts, attempt.exit_code if attempt else None,
                          attempt.failed_nodes if attempt else (), message)
 
     deadline = clock.monotonic() + settings.timeout_seconds
@@ -328,6 +384,10 @@ def _attempts(job: Job, slot: datetime | None, trigger: str, run_id: int, histor
             attempt = runner(job, deadline - clock.monotonic())
             if attempt.ok:
                 return result(SUCCESS, number, attempt, "")
+            if attempt.busy:
+                return result(BUSY, number, None, attempt.message)
+            if attempt.config_error:
+                return result(FAILED, number, attempt, f"configuration: {attempt.message}", EXIT_CONFIG)
             if attempt.timed_out:
                 return result(TIMEOUT, number, attempt,
                               f"overall timeout of {settings.timeout_seconds:.0f} s reached ({attempt.message})")
@@ -369,15 +429,33 @@ def report_abandoned(stale: RunRecord, hook: Hook) -> None:
                    message=stale.message))
 
 
+def describe_exception(problem: BaseException) -> str:
+    """One line for an exception nobody expected: its type and first line."""
+    text = _first_lines(str(problem), 1)
+    return f"{type(problem).__name__}: {text}" if text else type(problem).__name__
+
+
+def login_problem(problem: BaseException) -> ConfigError | None:
+    """A ConfigError when a failed connection is the settings' fault (password, role, database)."""
+    found = config_problem(str(problem))
+    return ConfigError(found) if found else None
+
+
 def connect_with_retries(
     connect: Callable[[], History], settings: SchedulerSettings, clock: Clock, what: str
 ) -> History:
-    """Connect, retrying a refused or failed connection with backoff; HistoryUnavailable at the end."""
+    """Connect, retrying a refused or failed connection with backoff; HistoryUnavailable at the end.
+
+    A refused login (wrong password, unknown role or database) is no outage: ConfigError at once.
+    """
     deadline = clock.monotonic() + settings.timeout_seconds
     for number in range(1, settings.retries + 2):
         try:
             return connect()
         except HistoryUnavailable as problem:
+            refused = login_problem(problem)
+            if refused is not None:
+                raise refused from None
             delay = settings.backoff_seconds * 2 ** (number - 1)
             if number > settings.retries or clock.monotonic() + delay >= deadline:
                 raise
@@ -412,7 +490,7 @@ def failure_hook(settings: SchedulerSettings) -> Hook:
 
 def _run_command(command: str, result: RunResult) -> None:
     env = {
-        **os.environ,
+        **scrubbed_env(),  # the command needs no database password, so it gets none
         "CUBES_JOB": result.job,
         "CUBES_SLOT": result.slot.isoformat() if result.slot else "",
         "CUBES_TRIGGER": result.trigger,

@@ -4,6 +4,9 @@ When ``PGHOST`` is set, the project uses that server and this module starts noth
 Otherwise it runs its own cluster under ``.pglocal/`` (ignored by git), listening on
 127.0.0.1 only, on a free port remembered between runs. PostgreSQL refuses to run as
 root, so under root the server runs as an unprivileged user (Debian's ``postgres``).
+The superuser ``cubes`` connects without a password (trust); every other role must
+give its password (scram-sha-256), so that tests can prove what a role with a
+password may and may not do.
 """
 
 from __future__ import annotations
@@ -18,12 +21,41 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from campaign_cubes import PROJECT_ROOT
+
 STATE_LINK = PROJECT_ROOT / ".pglocal"
 SUPERUSER = "cubes"
 DATABASE = "campaign"
 # Users that may own the cluster when we are root, in order of preference.
 SERVER_USERS = ("postgres", "nobody")
+# pg_hba.conf rules for everything but replication (initdb's replication lines stay):
+# the superuser is trusted, any other role gives its password.
+HBA_MARKER = "# campaign-cubes: the superuser is trusted, other roles give a password"
+HBA_RULES = (
+    f"local   all   {SUPERUSER}                  trust",
+    f"host    all   {SUPERUSER}   127.0.0.1/32   trust",
+    f"host    all   {SUPERUSER}   ::1/128        trust",
+    "local   all   all                  scram-sha-256",
+    "host    all   all     127.0.0.1/32   scram-sha-256",
+    "host    all   all     ::1/128        scram-sha-256",
+)
+
+
+def hba_text(current: str) -> str:
+    """`current` pg_hba.conf with our rules instead of its non-replication ones.
+
+    Comments and replication lines are kept as they are, in place; our rules come
+    first (pg_hba.conf is read top down, first match wins).
+    """
+    kept = [line for line in current.splitlines()
+            if line != HBA_MARKER and line not in HBA_RULES
+            and (not line.strip() or line.lstrip().startswith("#") or _is_replication_rule(line))]
+    return "\n".join([HBA_MARKER, *HBA_RULES, *kept]) + "\n"
+
+
+def _is_replication_rule(line: str) -> bool:
+    fields = line.split()
+    return len(fields) > 1 and fields[1] == "replication"
 
 
 class LocalServerError(RuntimeError):
@@ -192,7 +224,7 @@ class LocalServer:
                 str(self.bindir / "initdb"),
                 "-D", str(self.data_dir),
                 "-U", SUPERUSER,
-                "--auth=trust",  # loopback only, a developer's throwaway cluster
+                "--auth=trust",  # loopback only, a developer's throwaway cluster; see _apply_hba
                 "--encoding=UTF8",
                 "--locale=C",
             ],
@@ -222,9 +254,19 @@ class LocalServer:
                 ],
                 "starting PostgreSQL",
             )
+        self._apply_hba()
         connection = self.connection()
         self._ensure_database(connection)
         return connection
+
+    def _apply_hba(self) -> None:
+        """Our authentication rules, on a new cluster as on an existing one (reloaded if changed)."""
+        hba = self.data_dir / "pg_hba.conf"
+        current = hba.read_text()
+        wanted = hba_text(current)
+        if wanted != current:
+            hba.write_text(wanted)  # rewritten in place: owner and mode stay the server's
+            self._check([str(self.bindir / "pg_ctl"), "reload", "-D", str(self.data_dir)], "reloading pg_hba.conf")
 
     def _ensure_database(self, connection: Connection) -> None:
         psql = [

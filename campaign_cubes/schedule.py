@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -39,12 +41,15 @@ ENV_TIMEZONE = "CAMPAIGN_CUBES_TIMEZONE"
 _ETC_TIMEZONE = Path("/etc/timezone")  # module-level so tests can point them elsewhere
 _ETC_LOCALTIME = Path("/etc/localtime")
 _TOP_KEYS = ("timezone", "jobs", "scheduler")
-_JOB_KEYS = ("cron", "select")
+_JOB_KEYS = ("cron", "selector")
 _SCHEDULER_KEYS = ("retries", "backoff_seconds", "timeout_seconds", "on_failure", "on_failure_url")
 # Margin for the naive croniter walk: a fold makes a later naive time an earlier
 # instant, so we start a day early and filter on instants instead.
 _MARGIN = timedelta(days=1)
 _LOOKBACK = timedelta(days=400)
+# A job's name becomes a folder (target/jobs/<name>) and a lock name: a plain
+# identifier, so that no name can reach outside target/jobs.
+JOB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 
 
 class ConfigError(Exception):
@@ -55,7 +60,7 @@ class ConfigError(Exception):
 class Job:
     name: str  # e.g. "agg_messageCenter_full"
     cron: str  # 5-field cron expression, local wall-clock time
-    select: str  # dbt selection string
+    selector: str  # a selector of selectors.yml: what `dbt build --selector` runs
 
 
 @dataclass(frozen=True)
@@ -168,8 +173,11 @@ def _cron_problem(cron: str) -> str | None:
 
 def _parse_job(path: Path, name: str, spec: Any) -> Job:
     where = f"{path}: [jobs.{name}]"
+    if not JOB_NAME.fullmatch(name):
+        raise ConfigError(f"{path}: job name {name!r} must be a letter then letters, digits or _ "
+                          "(at most 63), as it names a folder under target/jobs")
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a table with cron and select, got {spec!r}")
+        raise ConfigError(f"{where}: must be a table with cron and selector, got {spec!r}")
     _reject_unknown(spec, _JOB_KEYS, where)
     for key in _JOB_KEYS:
         if key not in spec:
@@ -179,7 +187,7 @@ def _parse_job(path: Path, name: str, spec: Any) -> Job:
     problem = _cron_problem(spec["cron"])
     if problem:
         raise ConfigError(f"{where}: cron {spec['cron']!r} {problem}")
-    return Job(name=name, cron=spec["cron"], select=spec["select"])
+    return Job(name=name, cron=spec["cron"], selector=spec["selector"])
 
 
 def _number(where: str, key: str, value: Any, minimum: float, whole: bool = False) -> float:
@@ -192,6 +200,26 @@ def _number(where: str, key: str, value: Any, minimum: float, whole: bool = Fals
     return float(value)
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot receive the failure POST, or None.
+
+    Any http(s) URL with a host is taken, loopback and private addresses included:
+    the operator chose it, and a local relay is a common set-up.
+    """
+    if url != url.strip() or any(ord(char) < 33 or ord(char) == 127 for char in url):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        return f"does not parse ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "must name a host (http://host[:port]/path)"
+    return None
+
+
 def _parse_settings(path: Path, table: Any) -> SchedulerSettings:
     where = f"{path}: [scheduler]"
     if not isinstance(table, dict):
@@ -202,8 +230,9 @@ def _parse_settings(path: Path, table: Any) -> SchedulerSettings:
         if not isinstance(table.get(key, ""), str):
             raise ConfigError(f"{where}: {key} must be a string, got {table[key]!r}")
     url = table.get("on_failure_url", "")
-    if url and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: on_failure_url must start with http:// or https://, got {url!r}")
+    problem = url_problem(url) if url else None
+    if problem:
+        raise ConfigError(f"{where}: on_failure_url {problem}, got {url!r}")
     timeout = _number(where, "timeout_seconds", table.get("timeout_seconds", defaults.timeout_seconds), 1)
     return SchedulerSettings(
         retries=int(_number(where, "retries", table.get("retries", defaults.retries), 0, whole=True)),
@@ -234,7 +263,7 @@ def load_schedule(path: Path, timezone_override: str | None = None) -> Schedule:
         raise ConfigError(f"{path}: timezone must be a string, got {file_zone!r}")
     jobs = data.get("jobs")
     if not jobs:
-        raise ConfigError(f"{path}: no jobs defined (add [jobs.<name>] tables with cron and select)")
+        raise ConfigError(f"{path}: no jobs defined (add [jobs.<name>] tables with cron and selector)")
     if not isinstance(jobs, dict):
         raise ConfigError(f"{path}: jobs must be a table of [jobs.<name>] tables, got {jobs!r}")
     parsed = tuple(_parse_job(path, name, spec) for name, spec in jobs.items())

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from campaign_cubes.history import (
     FAILED, RUNNING, SUCCESS, TIMEOUT, TRANSIENT_EXHAUSTED, History, HistoryUnavailable, RunRecord, job_lock,
@@ -29,7 +30,7 @@ from campaign_cubes.history import (
 from campaign_cubes.jobs import BUSY, EXIT_BUSY, EXIT_DATABASE, EXIT_OK, UNREACHABLE, Clock, RunResult
 from campaign_cubes.schedule import Job, Schedule, latest_slot, upcoming
 
-log = logging.getLogger("orchestrate")
+log = logging.getLogger(__name__)
 
 # Outcomes after which a running `serve` leaves the slot alone.
 SETTLED_FAILURES = frozenset({FAILED, TIMEOUT, TRANSIENT_EXHAUSTED})
@@ -236,3 +237,31 @@ def status_lines(schedule: Schedule, history: History, now: datetime, jobs: list
               ", ".join(run.failed_nodes) or "-"] for run in runs])
         lines += ["  " + line.rstrip() for line in table.splitlines()] + [""]
     return lines
+
+
+def status_document(schedule: Schedule, history: History, now: datetime, jobs: list[Job],
+                    limit: int) -> dict[str, Any]:
+    """What status_lines says, for machines (`status --json`): instants in ISO 8601."""
+
+    def instant(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    documents = []
+    for job in jobs:
+        holder = history.holder(job_lock(job.name))
+        slot = latest_slot(job.cron, schedule.timezone, now)
+        [(_, next_slot)] = upcoming(schedule, now, 1, job=job.name)
+        documents.append({
+            "job": job.name,
+            "cron": job.cron,
+            "selector": job.selector,
+            "latest_slot": instant(slot),
+            "latest_slot_state": (_slot_state(history.slot_runs(job.name, slot), holder is not None)
+                                  if slot is not None else None),
+            "next_slot": instant(next_slot),
+            "holder": None if holder is None else {**asdict(holder), "since": instant(holder.since)},
+            "last_runs": [{**asdict(run), "slot": instant(run.slot), "started_at": instant(run.started_at),
+                           "ended_at": instant(run.ended_at), "failed_nodes": list(run.failed_nodes)}
+                          for run in history.last_runs(job.name, limit)],
+        })
+    return {"timezone": schedule.timezone.key, "now": now.isoformat(), "jobs": documents}

@@ -1,17 +1,23 @@
 {#
     Campaign's date dimension levels, carried as columns so that reports roll up
     without a calendar join: ISO week (its Monday), month and semester (their
-    first day) and year. A NULL date gives NULL levels.
+    first day) and year. A NULL date gives NULL levels; so does an infinite one,
+    which the models never emit (macros/dates.sql) but which must not fail here.
+    Every day of 0001-01-01 .. 9999-12-31 has its levels in that range too
+    (0001-01-01 is a Monday).
 #}
 {% macro date_levels(date_column, prefix) -%}
-    date_trunc('week', {{ date_column }})::date as {{ prefix }}_week,
-    date_trunc('month', {{ date_column }})::date as {{ prefix }}_month,
-    make_date(
+    case when isfinite({{ date_column }}) then date_trunc('week', {{ date_column }})::date end
+        as {{ prefix }}_week,
+    case when isfinite({{ date_column }}) then date_trunc('month', {{ date_column }})::date end
+        as {{ prefix }}_month,
+    case when isfinite({{ date_column }}) then make_date(
         extract(year from {{ date_column }})::integer,
         case when extract(month from {{ date_column }}) <= 6 then 1 else 7 end,
         1
-    ) as {{ prefix }}_semester,
-    extract(year from {{ date_column }})::integer as {{ prefix }}_year
+    ) end as {{ prefix }}_semester,
+    case when isfinite({{ date_column }}) then extract(year from {{ date_column }})::integer end
+        as {{ prefix }}_year
 {%- endmacro %}
 
 

@@ -22,9 +22,11 @@
       4. records the outcome in <schema>_audit.publication_log, then commits.
 
     Two builds of the same aggregate never interleave: the second finds the
-    transaction-scoped advisory lock taken and fails at once, saying so. (Two
-    overlapping delete + insert could otherwise publish both contents: the second
-    DELETE does not see the rows the first one inserted.)
+    model's row of <schema>_audit.publication_claims locked and fails at once,
+    saying so. (Two overlapping delete + insert could otherwise publish both
+    contents: the second DELETE does not see the rows the first one inserted.) Only
+    the build's role reaches that schema: no other login can take or fake the claim
+    (docs/design-locks.md).
 
     Model config: `meta: {audit: {grain: [...], nullable_grain: [...], count_measure: <column>,
     facts: <cube name for campaign_fact_tables>}}`.
@@ -51,7 +53,9 @@
     {% do published_table_claim(target_relation) %}
 
     {#- 0. the facts' repeated keys, in this snapshot (macros/repeated_keys.sql) -#}
+    {%- set started = published_table_step(this.identifier ~ ": key pass (repeated keys, fact rows)") -%}
     {%- set fact_rows = refresh_repeated_keys(audit['facts']) -%}
+    {%- set started = published_table_step(this.identifier ~ ": key pass done, " ~ fact_rows ~ " fact rows", started) -%}
     {{ run_hooks(pre_hooks, inside_transaction=True) }}
 
     {#- 1. the candidate (the audit schema and log exist: prepare_publication, on-run-start) -#}
@@ -59,10 +63,13 @@
     {% call statement('main') -%}
         {{ published_table_create_candidate(candidate, sql) }}
     {%- endcall %}
+    {%- set started = published_table_step(this.identifier ~ ": candidate built in " ~ candidate, started) -%}
 
     {#- 2. the audit; a rejection is committed with its copy and its record -#}
     {%- set numbers = published_table_measure(candidate, existing_relation, audit, fact_rows) -%}
     {%- set findings = published_table_findings(numbers) -%}
+    {%- set started = published_table_step(this.identifier ~ ": audit " ~ ("refused the candidate" if findings
+        else "passed (" ~ numbers['candidate_total'] ~ " " ~ numbers['measure'] ~ ")"), started) -%}
     {%- if findings -%}
         {% do adapter.drop_relation(rejected) %}
         {% do adapter.rename_relation(candidate, rejected) %}
@@ -80,7 +87,8 @@
     {%- set target_relation = published_table_ensure(target_relation, existing_relation, candidate, columns) -%}
     {%- set column_list = columns | map(attribute='name') | map('string') | list -%}
     {% call statement('publish') -%}
-        set local lock_timeout = {{ quoted_literal(var('publish_lock_timeout')) }};
+        -- the var, checked and in milliseconds (macros/validate_settings.sql)
+        set local lock_timeout = {{ quoted_literal(publish_lock_timeout_ms() ~ 'ms') }};
         -- excludes other writers (and DDL), never readers
         lock table {{ target_relation }} in share row exclusive mode;
         delete from {{ target_relation }};
@@ -91,6 +99,8 @@
     {% do published_table_grant(target_relation) %}
     {% do apply_grants(target_relation, config.get('grants'), should_revoke=False) %}
     {% do persist_docs(target_relation, model) %}
+
+    {%- set started = published_table_step(this.identifier ~ ": published into " ~ target_relation, started) -%}
 
     {#- 4. the record; the candidate is published and an older rejection obsolete -#}
     {% do published_table_record(audit_schema, numbers, 'published', none) %}
@@ -108,6 +118,19 @@
     {{ return({'relations': [target_relation]}) }}
 
 {% endmaterialization %}
+
+
+{#
+    One long step of a publication, for the live progress of orchestrate.py
+    (campaign_cubes/progress.py reads the `step: ` prefix): its text, and the seconds
+    since `since` (the previous step's return value). Returns the current time.
+#}
+{% macro published_table_step(text, since=none) %}
+    {%- set now = modules.datetime.datetime.now() -%}
+    {%- set took = "" if since is none else " (" ~ "%.1f" | format((now - since).total_seconds()) ~ " s)" -%}
+    {{ log("step: " ~ text ~ took, info=True) }}
+    {{ return(now) }}
+{% endmacro %}
 
 
 {#
@@ -134,22 +157,37 @@
 
 
 {#
-    Opens the build's transaction, in repeatable read, with a transaction-scoped
-    advisory lock on the published relation; another build holding it stops this
-    one at once.
+    Opens the build's transaction, in repeatable read, locking the published
+    model's row of <schema>_audit.publication_claims (registered by
+    prepare_publication) until it ends; another build holding it stops this one
+    at once. The reporting role has no usage on that schema: it can neither take
+    nor fake the claim, as it could an advisory lock.
 #}
 {% macro published_table_claim(relation) %}
+    {%- set claims = quote_identifier(relation.schema ~ '_audit') ~ '.publication_claims' -%}
+    {%- set model_key = quoted_literal(relation.identifier) -%}
     {%- set claim -%}
         -- the repeated keys, the fact count and the candidate must read one snapshot:
         -- Campaign keeps writing, and rows committed between the statements would
         -- otherwise be counted twice or fail the reconciliation (the first
         -- statement of the transaction)
         set transaction isolation level repeatable read;
+        with claimed as (
+            select model from {{ claims }}
+            where model = {{ model_key }}
+            for update skip locked
+        )
+
         select
-            pg_try_advisory_xact_lock(hashtextextended({{ quoted_literal('campaign_cubes.publish ' ~ relation) }}, 0))
-            as claimed
+            (select count(*) from claimed) as claimed,
+            (select count(*) from {{ claims }} where model = {{ model_key }}) as registered
     {%- endset -%}
-    {%- if not run_query(claim).columns[0].values()[0] -%}
+    {%- set row = run_query(claim).rows[0] -%}
+    {%- if row['registered'] == 0 -%}
+        {{ exceptions.raise_compiler_error(
+            relation.identifier ~ " has no row in " ~ claims ~ " (on-run-start registers every published"
+            ~ " model): nothing was done; run dbt again") }}
+    {%- elif row['claimed'] == 0 -%}
         {{ exceptions.raise_compiler_error(
             "another build of " ~ relation ~ " is running right now; nothing was done (run again once it is over)") }}
     {%- endif -%}
@@ -192,7 +230,7 @@
         'duplicate_keys': row['duplicate_keys'], 'null_keys': row['null_keys'],
         'candidate_total': row['candidate_total'], 'fact_rows': fact_rows,
         'published_total': row['published_total'],
-        'min_ratio': var('publish_min_volume_ratio') | float,
+        'min_ratio': publish_min_volume_ratio(),
     }) }}
 {% endmacro %}
 
@@ -252,12 +290,17 @@
 {% endmacro %}
 
 
-{# The reporting role (prepared by prepare_publication) may read the published table. #}
+{#
+    The reporting role (prepared by prepare_publication) may read the published
+    table; never a reserved or privileged role (published_table_role_refusal).
+#}
 {% macro published_table_grant(relation) %}
-    {%- set role = var('reporting_role') | string -%}
-    {%- if role | length > 0 and published_table_role_exists(role) -%}
+    {%- set role = var('reporting_role', '') -%}
+    {%- set role = '' if role is none else role | string -%}
+    {%- if role | length > 0 and published_table_role_refusal(role) is none
+        and published_table_role_exists(role) -%}
         {% call statement('grant_reporting_role') -%}
-            grant select on {{ relation }} to {{ adapter.quote(role) }}
+            grant select on {{ relation }} to {{ quote_identifier(role) }}
         {%- endcall %}
     {%- endif -%}
 {% endmacro %}
@@ -269,25 +312,88 @@
 
 
 {#
-    Once per dbt invocation, before any model (on-run-start: one thread, and an
-    advisory lock against other dbt processes), what all publications share: the
-    published and audit schemas, the publication log, and the read-only reporting
-    role (var reporting_role; empty to skip) with usage on the published schema and
-    nothing else. A missing role is created when the build's user may; otherwise the
-    run warns and publishes without the grant.
+    Why `role` must not become the reporting role, or none: a name PostgreSQL
+    reserves (pg_*, public, ...), or an existing role with powers beyond reading
+    (superuser, createrole, createdb, replication, bypassrls). Such a role is never
+    created nor granted anything.
+#}
+{% macro published_table_role_refusal(role) %}
+    {%- if role | lower in reserved_role_names() or (role | lower).startswith('pg_') -%}
+        {{ return("a name PostgreSQL reserves") }}
+    {%- endif -%}
+    {%- set found = run_query(
+        "select rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls from pg_roles"
+        ~ " where rolname = " ~ quoted_literal(role)) -%}
+    {%- if found.rows | length > 0 -%}
+        {%- set powers = [] -%}
+        {%- for power in ['superuser', 'createrole', 'createdb', 'replication', 'bypassrls'] -%}
+            {%- if found.rows[0][loop.index0] -%}{%- do powers.append(power) -%}{%- endif -%}
+        {%- endfor -%}
+        {%- if powers -%}
+            {{ return("an existing role with " ~ powers | join(', ')) }}
+        {%- endif -%}
+    {%- endif -%}
+    {{ return(none) }}
+{% endmacro %}
+
+
+{#
+    Once per dbt invocation, before any model (on-run-start: one thread), what all
+    publications share: the published and audit schemas, the publication log, a
+    claim row per published model, and the read-only reporting role (var
+    reporting_role; empty to skip) with usage on the published schema and nothing
+    else. A missing role is created when the build's user may; otherwise the run
+    warns (a `campaign-cubes:` line, which orchestrate.py repeats) and publishes
+    without the grant. A reserved or privileged role is refused the same way.
+
+    Schemas that exist are not created again: a build role without `create` on the
+    database may publish into schemas made for it. Other dbt processes wait on a
+    lock of the publication log, which only the build's role reaches. The very
+    first run has nothing to lock yet: two first runs may race to create the same
+    objects, and the loser of a race retries (`if not exists` then finds them).
 #}
 {% macro prepare_publication() %}
     {%- if execute -%}
-        {%- set published_schema = adapter.quote(target.schema) -%}
         {%- set audit_schema = target.schema ~ '_audit' -%}
-        {%- set role = var('reporting_role') | string -%}
+        {%- set audit = quote_identifier(audit_schema) -%}
+        {%- set published = [] -%}
+        {%- for node in graph.nodes.values() if node.resource_type == 'model'
+            and node.config.materialized == 'published_table' and node.schema == target.schema -%}
+            {%- do published.append('(' ~ quoted_literal(node.alias) ~ ')') -%}
+        {%- endfor -%}
+        {%- set create -%}
+            for attempt in 1..5 loop
+                begin
+                    {% for schema in [target.schema, audit_schema] -%}
+                    if to_regnamespace({{ quoted_literal(quote_identifier(schema)) }}) is null then
+                        create schema {{ quote_identifier(schema) }};
+                    end if;
+                    {% endfor -%}
+                    {{ published_table_log_ddl(audit_schema) }};
+                    exit;
+                exception when unique_violation or duplicate_schema or duplicate_table then
+                    if attempt = 5 then raise; end if;
+                end;
+            end loop;
+        {%- endset -%}
         {% call statement('prepare_publication') -%}
-            select pg_advisory_xact_lock(hashtextextended('campaign_cubes.prepare_publication', 0));
-            create schema if not exists {{ published_schema }};
-            create schema if not exists {{ adapter.quote(audit_schema) }};
-            {{ published_table_log_ddl(audit_schema) }};
+            do {{ published_table_dollar_quoted('begin ' ~ create ~ ' end') }};
+            -- self-exclusive, and no conflict with the publications' inserts in the log
+            lock table {{ audit }}.publication_log in share update exclusive mode;
+            {% if published -%}
+            insert into {{ audit }}.publication_claims (model)
+            values {{ published | join(', ') }}
+            on conflict (model) do nothing;
+            {%- endif %}
         {%- endcall %}
-        {%- if role | length > 0 -%}
+        {%- set role = var('reporting_role', '') -%}
+        {%- set role = '' if role is none else role | string -%}
+        {%- set refusal = published_table_role_refusal(role) if role | length > 0 else none -%}
+        {%- if refusal is not none -%}
+            {{ exceptions.warn("campaign-cubes: reporting role " ~ role ~ " is refused (" ~ refusal
+                ~ "): it is neither created nor granted anything; the aggregates are published without"
+                ~ " a reporting grant") }}
+        {%- elif role | length > 0 -%}
             {%- set may_create = run_query(
                 "select 1 from pg_roles where rolname = current_user and (rolsuper or rolcreaterole)"
             ).rows | length > 0 -%}
@@ -295,12 +401,14 @@
             {%- if exists or may_create -%}
                 {% call statement('prepare_reporting_role') -%}
                     {% if not exists -%}
-                    create role {{ adapter.quote(role) }} nologin;
+                    -- the role is cluster-wide: another database's run may create it meanwhile
+                    do {{ published_table_dollar_quoted('begin create role ' ~ quote_identifier(role)
+                        ~ ' nologin; exception when duplicate_object or unique_violation then null; end') }};
                     {% endif -%}
-                    grant usage on schema {{ published_schema }} to {{ adapter.quote(role) }};
+                    grant usage on schema {{ quote_identifier(target.schema) }} to {{ quote_identifier(role) }};
                 {%- endcall %}
             {%- else -%}
-                {{ exceptions.warn("reporting role " ~ role ~ " does not exist and " ~ target.user
+                {{ exceptions.warn("campaign-cubes: reporting role " ~ role ~ " does not exist and " ~ target.user
                     ~ " may not create it: the aggregates are published without granting it select") }}
             {%- endif -%}
         {%- endif -%}
@@ -309,8 +417,22 @@
 {% endmacro %}
 
 
+{#
+    The audit schema's shared tables: the publication log, and one row per
+    published model whose lock a build holds from its claim to its commit
+    (published_table_claim).
+#}
+{# `body` as a dollar-quoted string (a DO block's), refused if it could end the quote. #}
+{% macro published_table_dollar_quoted(body) %}
+    {%- if '$campaign_cubes$' in body -%}
+        {{ exceptions.raise_compiler_error("a setting contains '$campaign_cubes$'; nothing was done") }}
+    {%- endif -%}
+    {{ return('$campaign_cubes$ ' ~ body ~ ' $campaign_cubes$') }}
+{% endmacro %}
+
+
 {% macro published_table_log_ddl(audit_schema) %}
-    create table if not exists {{ adapter.quote(audit_schema) }}.publication_log (
+    create table if not exists {{ quote_identifier(audit_schema) }}.publication_log (
         model text not null,
         invocation_id text not null,
         recorded_at timestamptz not null default clock_timestamp(),
@@ -321,6 +443,9 @@
         duplicate_keys bigint,
         null_keys bigint,
         findings text
+    );
+    create table if not exists {{ quote_identifier(audit_schema) }}.publication_claims (
+        model text primary key
     )
 {% endmacro %}
 

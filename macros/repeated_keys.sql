@@ -19,6 +19,7 @@
     hash of millions of distinct keys the planner would choose (key_sort_settings).
 #}
 {% macro key_census(relation, key) %}
+    {%- if campaign_source_dsn() -%}{{ return(remote_key_census(relation, key)) }}{%- endif %}
     select
         {{ key }},
         count(*) as copies,
@@ -29,6 +30,33 @@
     group by grouping sets (({{ key }}), ())
     -- a NULL key is not repeated: each such row is a fact of its own
     having count(*) > 1 and {{ key }} is not null or grouping({{ key }}) = 1
+{% endmacro %}
+
+
+{#
+    The same census of a linked Campaign table (macros/campaign_source.sql), in
+    two queries that postgres_fdw sends whole to the Campaign server (it cannot
+    send grouping sets): only the repeated keys and one count cross the network,
+    not every key. Both read the remote snapshot of the local transaction.
+#}
+{% macro remote_key_census(relation, key) %}
+    select
+        {{ key }},
+        count(*) as copies,
+        false as all_rows
+    from {{ relation }}
+    where {{ key }} is distinct from 0 and {{ key }} is not null
+    group by {{ key }}
+    having count(*) > 1
+
+    union all
+
+    select
+        null as {{ key }},
+        count(*) as copies,
+        true as all_rows
+    from {{ relation }}
+    where {{ key }} is distinct from 0
 {% endmacro %}
 
 

@@ -74,7 +74,10 @@ def _date_axis(axes: Axes, x: Sequence[date]) -> None:
     if not x:
         return
     pad = 0.6 * _gap_days(x)  # in days, matplotlib's date unit
-    axes.set_xlim(mdates.date2num(x[0]) - pad, mdates.date2num(x[-1]) + pad)
+    # matplotlib's dates, like Python's, end at years 1 and 9999: a bucket on the
+    # calendar's first or last day is framed without a margin beyond them
+    first, last = mdates.date2num(date.min), mdates.date2num(date.max)
+    axes.set_xlim(max(mdates.date2num(x[0]) - pad, first), min(mdates.date2num(x[-1]) + pad, last))
     if len(x) <= 12:
         monthly = _gap_days(x) >= 28
         axes.set_xticks(list(x))

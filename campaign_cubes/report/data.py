@@ -18,7 +18,7 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extensions import connection
 
-from campaign_cubes.dbt import PROJECT_ROOT
+from campaign_cubes import PROJECT_ROOT
 
 PROPOSITIONS_TABLE = "agg_nmspropositionrcp_full"
 EVENTS_TABLE = "agg_messagecenter_full"
@@ -81,16 +81,23 @@ def buckets(period: Period) -> list[date]:
     if period.start is None or period.end is None:
         return []
     found: list[date] = []
-    current = bucket_start(period.start, period.bucket)
-    while current <= period.end:
+    current: date | None = bucket_start(period.start, period.bucket)
+    while current is not None and current <= period.end:
         found.append(current)
-        if period.bucket == "day":
-            current += timedelta(days=1)
-        elif period.bucket == "week":
-            current += timedelta(days=7)
-        else:
-            current = (current.replace(day=28) + timedelta(days=4)).replace(day=1)
+        current = _next_bucket(current, period.bucket)
     return found
+
+
+def _next_bucket(current: date, bucket: Bucket) -> date | None:
+    """The next bucket's first day; None past 9999-12-31, the last day Python (and the aggregates) hold."""
+    try:
+        if bucket == "day":
+            return current + timedelta(days=1)
+        if bucket == "week":
+            return current + timedelta(days=7)
+        return (current.replace(day=28) + timedelta(days=4)).replace(day=1)
+    except OverflowError:
+        return None
 
 
 # --- reading ------------------------------------------------------------------------

@@ -22,7 +22,8 @@ batch_events as (
 
 -- The control instance aggregates its archive, an execution instance its two
 -- queues. The constant filters are folded by the planner: the branches of the
--- other mode are never scanned.
+-- other mode are never scanned. Timestamps become instants (a Campaign column
+-- stored without time zone is read in campaign_database_timezone: macros/dates.sql).
 selected_events as (
 
     select
@@ -31,8 +32,8 @@ selected_events as (
         event_type,
         event_status_code,
         wished_channel_code,
-        created_at,
-        processed_at
+        {{ campaign_instant('created_at', 'nmseventhisto', 'tscreated') }} as created_at,
+        {{ campaign_instant('processed_at', 'nmseventhisto', 'tsprocessed') }} as processed_at
     from event_history
     where '{{ mode }}' = 'eventhisto'
 
@@ -44,8 +45,8 @@ selected_events as (
         event_type,
         event_status_code,
         wished_channel_code,
-        created_at,
-        processed_at
+        {{ campaign_instant('created_at', 'nmsrtevent', 'tscreated') }} as created_at,
+        {{ campaign_instant('processed_at', 'nmsrtevent', 'tsprocessed') }} as processed_at
     from realtime_events
     where '{{ mode }}' = 'execution'
 
@@ -57,8 +58,8 @@ selected_events as (
         event_type,
         event_status_code,
         wished_channel_code,
-        created_at,
-        processed_at
+        {{ campaign_instant('created_at', 'nmsbatchevent', 'tscreated') }} as created_at,
+        {{ campaign_instant('processed_at', 'nmsbatchevent', 'tsprocessed') }} as processed_at
     from batch_events
     where '{{ mode }}' = 'execution'
 
@@ -69,7 +70,8 @@ normalized as (
     select
         source_table,
         event_id,
-        (created_at at time zone '{{ var("reporting_timezone") }}')::date as event_date,
+        -- NULL (its own member) when tscreated is NULL, not finite or out of range
+        {{ local_date('created_at') }} as event_date,
         coalesce(wished_channel_code, -1)::smallint as channel_code,
         coalesce(event_status_code, -1)::smallint as status_code,
         -- blank means no type: spaces, tabs and line breaks alike

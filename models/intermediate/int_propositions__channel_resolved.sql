@@ -22,7 +22,9 @@ resolved as (
 
     select
         propositions.proposition_id,
-        (propositions.proposed_at at time zone '{{ var("reporting_timezone") }}')::date as proposition_date,
+        -- NULL (its own member) when tsevent is NULL, not finite or out of range
+        {{ local_date(campaign_instant('propositions.proposed_at', 'nmspropositionrcp', 'tsevent')) }}
+            as proposition_date,
         -- the channel of the space the offer was shown in; for inbound propositions
         -- and spaces that are missing or carry no channel, the delivery's channel
         coalesce(offer_spaces.channel_code, deliveries.message_type_code, -1)::smallint as channel_code,
@@ -30,7 +32,8 @@ resolved as (
         propositions.offer_id,
         propositions.recipient_id,
         propositions.proposition_status_code,
-        propositions.weight
+        -- NaN, infinite and absurd weights are left out of the sums
+        {{ finite_weight('propositions.weight') }} as weight
     from propositions
     left join offer_spaces
         on propositions.offer_space_id = offer_spaces.offer_space_id

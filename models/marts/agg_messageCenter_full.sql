@@ -31,9 +31,10 @@ aggregated as (
         count(*) as events,
         count(processed_at) as processed_events,
         -- exact (numeric) epoch arithmetic, so that results do not depend on the
-        -- order in which parallel workers add them up
-        avg(extract(epoch from processed_at - created_at))::double precision as avg_processing_seconds,
-        max(extract(epoch from processed_at - created_at))::double precision as max_processing_seconds
+        -- order in which parallel workers add them up; NULL unless both ends are
+        -- finite and within the supported range
+        avg({{ seconds_between('created_at', 'processed_at') }})::double precision as avg_processing_seconds,
+        max({{ seconds_between('created_at', 'processed_at') }})::double precision as max_processing_seconds
     from events
     group by
         event_date,

@@ -8,14 +8,18 @@ a test can compare the two cell by cell.
 from __future__ import annotations
 
 import csv
+import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import RealDictCursor
 
@@ -23,10 +27,62 @@ SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 Row = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Unusable:
+    """A timestamp Python cannot hold ('infinity', a year before 1 or after 9999).
+
+    The contract counts such a row with no date and no duration; `order` keeps its
+    place in PostgreSQL's sort (seconds since 1970, roughly; +-inf for infinities).
+    """
+
+    text: str
+    order: float
+
+
+_YEAR = re.compile(r"^(\d+)-")
+
+
+def _unusable(text: str) -> Unusable:
+    if text in ("infinity", "-infinity"):
+        return Unusable(text, math.inf if text == "infinity" else -math.inf)
+    match = _YEAR.match(text)
+    year = int(match.group(1)) if match else 0
+    year = -year if text.endswith(" BC") else year
+    return Unusable(text, (year - 1970) * 365.2425 * 86400)
+
+
+def _timestamp_caster(default: Any) -> Callable[[str | bytes | None, Any], Any]:
+    # psycopg2 reads '-infinity' as datetime.min (year 1) and fails on year 294276:
+    # the raw text decides first
+    def cast(raw: str | bytes | None, cursor: Any) -> Any:
+        if raw is None:
+            return None
+        value = raw.decode() if isinstance(raw, bytes) else raw
+        if value in ("infinity", "-infinity") or value.endswith(" BC") or not re.match(r"^\d{4}-", value):
+            return _unusable(value)
+        return default(value, cursor)
+    return cast
+
+
+_TIMESTAMPTZ = psycopg2.extensions.new_type(
+    (1184,), "REFERENCE_TIMESTAMPTZ", _timestamp_caster(psycopg2.extensions.PYDATETIMETZ))
+_TIMESTAMP = psycopg2.extensions.new_type(
+    (1114,), "REFERENCE_TIMESTAMP", _timestamp_caster(psycopg2.extensions.PYDATETIME))
+
+
 def fetch(connection: Any, schema: str, table: str) -> list[Row]:
     with connection.cursor(cursor_factory=RealDictCursor) as cursor:
-        cursor.execute(sql.SQL("select * from {}").format(sql.Identifier(schema, table)))
-        return [dict(row) for row in cursor.fetchall()]
+        # instants read in UTC, so that the supported range is judged as the models judge it
+        cursor.execute("select current_setting('TimeZone')")
+        session_zone = next(iter(cursor.fetchone().values()))
+        cursor.execute("select set_config('TimeZone', 'UTC', false)")
+        psycopg2.extensions.register_type(_TIMESTAMPTZ, cursor)
+        psycopg2.extensions.register_type(_TIMESTAMP, cursor)
+        try:
+            cursor.execute(sql.SQL("select * from {}").format(sql.Identifier(schema, table)))
+            return [dict(row) for row in cursor.fetchall()]
+        finally:
+            cursor.execute("select set_config('TimeZone', %s, false)", (session_zone,))
 
 
 def seed(name: str) -> dict[int, Row]:
@@ -44,8 +100,11 @@ def _asc_nulls_last(value: Any) -> tuple[bool, Any]:
 
 
 def _negate(value: Any) -> Any:
+    if isinstance(value, Unusable):
+        return -value.order
     if isinstance(value, datetime):
-        return -value.timestamp()
+        # a wall-clock time (timestamp without time zone) sorts as written
+        return -(value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     return -value
 
 
@@ -63,8 +122,38 @@ def dedupe(rows: Iterable[Row], key: str, preference: Callable[[Row], tuple[Any,
     return [*kept.values(), *nameless]
 
 
-def local_date(moment: datetime | None, zone: ZoneInfo) -> date | None:
-    return moment.astimezone(zone).date() if moment is not None else None
+def instant(moment: datetime | Unusable | None, storage_zone: ZoneInfo | None) -> datetime | Unusable | None:
+    """A Campaign timestamp as an instant: a wall-clock time is read in Campaign's storage zone.
+
+    Where a DST change makes the wall time ambiguous or skips it, PostgreSQL reads
+    it with the smaller of the two offsets (standard time): the later instant of a
+    repeated hour, the offset before the change in a spring gap.
+    """
+    if not isinstance(moment, datetime) or moment.tzinfo is not None:
+        return moment
+    if storage_zone is None:
+        raise ValueError("a timestamp without time zone needs Campaign's storage zone")
+    candidates = [moment.replace(tzinfo=storage_zone, fold=fold) for fold in (0, 1)]
+    chosen = min(candidates, key=lambda candidate: candidate.utcoffset() or timedelta(0))
+    try:
+        return chosen.astimezone(UTC)
+    except OverflowError:  # before year 1 or after 9999 in UTC
+        return Unusable(moment.isoformat(), -math.inf if moment.year == 1 else math.inf)
+
+
+def local_date(moment: datetime | Unusable | None, zone: ZoneInfo) -> date | None:
+    """The day in the reporting zone; none for NULL, infinite or out-of-range (year 1 - 9999) values."""
+    if not isinstance(moment, datetime):
+        return None
+    try:
+        return moment.astimezone(zone).date()
+    except OverflowError:  # the day falls before 0001-01-01 or after 9999-12-31
+        return None
+
+
+def usable_weight(weight: float | None) -> float | None:
+    """The weights that total_weight adds up: finite, below 1e300 in magnitude."""
+    return weight if weight is not None and abs(weight) < 1e300 else None
 
 
 def levels(day: date | None) -> tuple[Any, Any, Any, Any]:
@@ -90,8 +179,10 @@ def link_label(link: int, found: dict[int, Row], column: str, none_label: str) -
     return found[link][column]
 
 
-def propositions_cube(connection: Any, schema: str, zone_name: str) -> dict[tuple[Any, ...], Row]:
+def propositions_cube(connection: Any, schema: str, zone_name: str,
+                      storage_zone: str | None = None) -> dict[tuple[Any, ...], Row]:
     zone = ZoneInfo(zone_name)
+    storage = ZoneInfo(storage_zone) if storage_zone else None
     tie = lambda *columns: (lambda row: tuple(_asc_nulls_last(row.get(c)) for c in columns))  # noqa: E731
     latest = lambda *columns: (lambda row: tuple(_desc_nulls_last(row.get(c)) for c in columns))  # noqa: E731
     facts = dedupe(fetch(connection, schema, "nmspropositionrcp"), "ipropositionid",
@@ -111,14 +202,15 @@ def propositions_cube(connection: Any, schema: str, zone_name: str) -> dict[tupl
         channel = space["ichannel"] if space is not None else None
         if channel is None and delivery_id in deliveries:
             channel = deliveries[delivery_id]["imessagetype"]
-        key = (local_date(row["tsevent"], zone), -1 if channel is None else channel, delivery_id, row["iofferid"] or 0)
+        day = local_date(instant(row["tsevent"], storage), zone)
+        key = (day, -1 if channel is None else channel, delivery_id, row["iofferid"] or 0)
         groups[key].append(row)
 
     cube: dict[tuple[Any, ...], Row] = {}
     for (day, channel, delivery_id, offer_id), rows in groups.items():
         statuses = [r["istatus"] for r in rows]
         presented, accepted, rejected = statuses.count(1), statuses.count(3), statuses.count(5)
-        weights = [r["dweight"] for r in rows if r["dweight"] is not None]
+        weights = [w for w in (usable_weight(r["dweight"]) for r in rows) if w is not None]
         week, month, semester, year = levels(day)
         cube[(day, channel, delivery_id, offer_id)] = {
             "proposition_week": week, "proposition_month": month,
@@ -141,8 +233,10 @@ EVENT_TABLES = {"eventhisto": (("nmseventhisto", "bieventhistoid"),),
                 "execution": (("nmsrtevent", "irteventid"), ("nmsbatchevent", "ibatcheventid"))}
 
 
-def message_center_cube(connection: Any, schema: str, zone_name: str, mode: str) -> dict[tuple[Any, ...], Row]:
+def message_center_cube(connection: Any, schema: str, zone_name: str, mode: str,
+                        storage_zone: str | None = None) -> dict[tuple[Any, ...], Row]:
     zone = ZoneInfo(zone_name)
+    storage = ZoneInfo(storage_zone) if storage_zone else None
     statuses = seed("campaign_event_statuses")
     channels = seed("campaign_channels")
     preference = lambda r: tuple(_desc_nulls_last(r.get(c)) for c in ("tslastmodified", "istatus", "tscreated"))  # noqa: E731
@@ -152,12 +246,14 @@ def message_center_cube(connection: Any, schema: str, zone_name: str, mode: str)
             event_type = (row["stype"] or "").strip(" \t\r\n") or "(none)"
             channel = -1 if row["iwishedchannel"] is None else row["iwishedchannel"]
             status = -1 if row["istatus"] is None else row["istatus"]
-            groups[(local_date(row["tscreated"], zone), channel, status, event_type)].append(row)
+            row["created"], row["processed"] = instant(row["tscreated"], storage), instant(row["tsprocessed"], storage)
+            groups[(local_date(row["created"], zone), channel, status, event_type)].append(row)
 
     cube: dict[tuple[Any, ...], Row] = {}
     for (day, channel, status, event_type), rows in groups.items():
-        durations = [(r["tsprocessed"] - r["tscreated"]).total_seconds()
-                     for r in rows if r["tsprocessed"] is not None and r["tscreated"] is not None]
+        # only instants Python holds (year 1 - 9999 in UTC) have a duration
+        durations = [(r["processed"] - r["created"]).total_seconds()
+                     for r in rows if isinstance(r["processed"], datetime) and isinstance(r["created"], datetime)]
         week, month, semester, year = levels(day)
         cube[(day, channel, status, event_type)] = {
             "event_week": week, "event_month": month, "event_semester": semester, "event_year": year,

@@ -145,7 +145,7 @@ def test_published_tables_are_lower_case_with_contract_types(default_build: Cube
 @pytest.mark.parametrize(
     ("dbt_vars", "message"),
     [
-        ({"reporting_timezone": "Mars/Olympus_Mons"}, "var reporting_timezone is 'Mars/Olympus_Mons', which PostgreSQL"),
+        ({"reporting_timezone": "Mars/Olympus_Mons"}, "var reporting_timezone is 'Mars/Olympus_Mons'"),
         ({"message_center_source": "both"}, "var message_center_source is 'both'; expected 'eventhisto'"),
         ({"campaign_schema": "no_such_schema"}, "var campaign_schema is 'no_such_schema', but database"),
     ],

@@ -28,7 +28,7 @@ def test_run_builds_both_jobs_and_reports_each_step(demo_source: str) -> None:
                        env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate"})
     assert done.returncode == 0, done.stdout + done.stderr
     for job in ("agg_messageCenter_full", "agg_nmspropositionrcp_full"):
-        assert f"{job}: start: dbt build --select +{job}" in done.stdout
+        assert f"{job}: start: dbt build --selector {job}" in done.stdout
         assert f"{job}: success in" in done.stdout
     assert "run: 2 jobs succeeded" in done.stdout
     # a nightly job skips the tests the publication's audit enforced, and runs the others
@@ -40,6 +40,42 @@ def test_run_builds_both_jobs_and_reports_each_step(demo_source: str) -> None:
     assert "not_null_agg_nmspropositionrcp_full_channel_label" in ran
     assert not [name for name in ran if name.startswith("unique_combination_of_columns_")], ran
     assert "not_null_agg_nmspropositionrcp_full_offer_id" not in ran
+
+
+@pytest.mark.slow
+def test_progress_in_json_lines_names_each_node_as_it_finishes(demo_source: str) -> None:
+    schema = {"CAMPAIGN_CUBES_SCHEMA": "cubes_test_progress"}
+    done = orchestrate("--log-format", "json", "run", "agg_messageCenter_full", "--progress",
+                       "--vars", json.dumps({"campaign_schema": demo_source}), env=schema)
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]  # every line one object
+    assert {"time", "level", "job", "run_id", "event", "message", "fields"} <= set(records[0])
+    nodes = [record["fields"] for record in records if record["event"] == "node"]
+    built = {node["node"] for node in nodes}
+    assert {"stg_campaign__event_history", "int_message_center_events__unioned", "agg_messageCenter_full"} <= built
+    assert all(record["job"] == "agg_messageCenter_full" and record["run_id"] for record in records
+               if record["event"] == "node")
+    assert sorted(node["index"] for node in nodes) == list(range(1, nodes[0]["total"] + 1))
+    [aggregate] = [node for node in nodes if node["node"] == "agg_messageCenter_full"]
+    assert aggregate["status"] == "success" and aggregate["rows"] > 0
+    assert "step" in {record["event"] for record in records}  # the publication's long steps
+
+    status = orchestrate("status", "--json", env=schema)
+    assert status.returncode == 0, status.stdout + status.stderr
+    jobs = {job["job"]: job for job in json.loads(status.stdout)["jobs"]}
+    assert set(jobs) == {"agg_messageCenter_full", "agg_nmspropositionrcp_full"}
+    assert jobs["agg_messageCenter_full"]["last_runs"][0]["outcome"] == "success"
+
+
+def test_next_json_lists_the_fire_times() -> None:
+    done = orchestrate("next", "--json", "--count", "2", "--after", "2026-03-29T00:00:00+00:00",
+                       "--timezone", "Europe/Paris")
+    assert done.returncode == 0, done.stdout + done.stderr
+    fires = json.loads(done.stdout)["fires"]
+    assert [(fire["job"], fire["at"]) for fire in fires][:2] == [
+        ("agg_messageCenter_full", "2026-03-29T03:00:00+02:00"),
+        ("agg_nmspropositionrcp_full", "2026-03-29T06:00:00+02:00"),
+    ]
 
 
 @pytest.mark.slow

@@ -269,13 +269,13 @@ def test_a_long_reader_does_not_delay_publication(pg_conn: connection, publish: 
 
 
 def test_a_second_build_of_the_same_aggregate_is_refused(pg_conn: connection, publish: Callable[..., DbtRun]) -> None:
-    database = _scalar(pg_conn, "select current_database()")
-    key = f'campaign_cubes.publish "{database}"."{SCHEMA}"."agg_messagecenter_full"'
     before = checksum(pg_conn)
-    holder = psycopg2.connect()  # stands for a build in progress
+    holder = psycopg2.connect()  # stands for a build in progress: it holds the aggregate's claim
     try:
         with holder.cursor() as cursor:
-            cursor.execute("select pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+            cursor.execute(f"select 1 from {SCHEMA}_audit.publication_claims"
+                           " where model = 'agg_messagecenter_full' for update")
+            assert cursor.fetchall() == [(1,)]
         refused = publish("run")
         assert refused.exit_code == 1
         assert "another build of" in refused.log_file.read_text()

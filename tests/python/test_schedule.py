@@ -323,7 +323,7 @@ def test_host_timezone_from_files(no_host_files: Path, monkeypatch: pytest.Monke
 
 # --- load_schedule -----------------------------------------------------------------
 
-JOBS = '[jobs.a]\ncron = "0 3 * * *"\nselect = "+a"\n'
+JOBS = '[jobs.a]\ncron = "0 3 * * *"\nselector = "a"\n'
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -337,9 +337,8 @@ def test_project_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_schedule(REPO / "orchestrate.toml")
     assert s.timezone.key == "Europe/Helsinki"
     assert s.jobs == (
-        Job("agg_messageCenter_full", "0 3 * * *", "+agg_messageCenter_full"),
-        Job("agg_nmspropositionrcp_full", "0 6 * * *",
-            "+agg_nmspropositionrcp_full campaign_proposition_statuses"),
+        Job("agg_messageCenter_full", "0 3 * * *", "agg_messageCenter_full"),
+        Job("agg_nmspropositionrcp_full", "0 6 * * *", "agg_nmspropositionrcp_full"),
     )
 
 
@@ -359,13 +358,13 @@ def test_timezone_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ('timezone = "', ["malformed TOML"]),
         ('timezone = ""\n', ["no jobs defined"]),
         ("jobs = 3\n", ["jobs must be a table", "3"]),
-        ('[jobs.a]\nselect = "+a"\n', ["[jobs.a]", "missing key 'cron'"]),
-        ('[jobs.a]\ncron = "0 3 * * *"\n', ["[jobs.a]", "missing key 'select'"]),
-        ('[jobs.a]\ncron = ""\nselect = "+a"\n', ["cron must be a non-empty string"]),
-        ('[jobs.a]\ncron = "0 0 3 * * *"\nselect = "+a"\n', ["'0 0 3 * * *'", "5 fields"]),
-        ('[jobs.a]\ncron = "@daily"\nselect = "+a"\n', ["'@daily'", "5 fields"]),
-        ('[jobs.a]\ncron = "61 3 * * *"\nselect = "+a"\n', ["'61 3 * * *'", "croniter"]),
-        ('[jobs.a]\ncron = "0 0 31 2 *"\nselect = "+a"\n', ["'0 0 31 2 *'", "never fires"]),
+        ('[jobs.a]\nselector = "a"\n', ["[jobs.a]", "missing key 'cron'"]),
+        ('[jobs.a]\ncron = "0 3 * * *"\n', ["[jobs.a]", "missing key 'selector'"]),
+        ('[jobs.a]\ncron = ""\nselector = "a"\n', ["cron must be a non-empty string"]),
+        ('[jobs.a]\ncron = "0 0 3 * * *"\nselector = "a"\n', ["'0 0 3 * * *'", "5 fields"]),
+        ('[jobs.a]\ncron = "@daily"\nselector = "a"\n', ["'@daily'", "5 fields"]),
+        ('[jobs.a]\ncron = "61 3 * * *"\nselector = "a"\n', ["'61 3 * * *'", "croniter"]),
+        ('[jobs.a]\ncron = "0 0 31 2 *"\nselector = "a"\n', ["'0 0 31 2 *'", "never fires"]),
         ('timezone = "Mars/Base"\n' + JOBS, ["timezone", "unknown time zone 'Mars/Base'"]),
         ("timezone = 5\n" + JOBS, ["timezone must be a string", "5"]),
         ("retries = 3\n" + JOBS, ["unknown key 'retries'"]),
@@ -428,3 +427,16 @@ def test_bad_override_names_its_source(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv(sched.ENV_TIMEZONE, "Atlantis")
     with pytest.raises(ConfigError, match="CAMPAIGN_CUBES_TIMEZONE: unknown time zone 'Atlantis'"):
         load_schedule(path)
+
+
+def test_every_project_job_names_a_selector_of_selectors_yml() -> None:
+    import yaml  # comes with dbt
+
+    selectors = {entry["name"]: entry for entry in yaml.safe_load((REPO / "selectors.yml").read_text())["selectors"]}
+    for job in load_schedule(REPO / "orchestrate.toml").jobs:
+        assert job.selector in selectors, f"{job.name}: selector {job.selector!r} is not in selectors.yml"
+        # the nightly exclusions live in the selector (jobs.build_args adds none)
+        exclusions = next(part["exclude"] for part in selectors[job.selector]["definition"]["union"]
+                          if "exclude" in part)
+        assert {"method": "test_type", "value": "unit"} in exclusions
+        assert {"method": "tag", "value": "audited"} in exclusions

@@ -26,8 +26,8 @@ from campaign_cubes.history import (
     History, HistoryUnavailable, MemoryDatabase, MemoryHistory, PgHistory, job_lock,
 )
 from campaign_cubes.jobs import (
-    ALREADY_DONE, BUSY, EXIT_BUSY, EXIT_DBT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_TRANSIENT,
-    UNREACHABLE, Attempt, RunResult, classify, connect_with_retries, execute, failure_hook,
+    ALREADY_DONE, BUSY, EXIT_BUSY, EXIT_CONFIG, EXIT_DBT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_TRANSIENT,
+    EXIT_UNEXPECTED, UNREACHABLE, Attempt, RunResult, classify, connect_with_retries, execute, failure_hook,
 )
 from campaign_cubes.schedule import Job, Schedule, SchedulerSettings
 from campaign_cubes.scheduler import Scheduler, due_slots, is_due, status_lines
@@ -349,7 +349,14 @@ def _dbt_run(tmp_path: Path, exit_code: int, nodes: list[tuple[str, str]], log: 
 
 
 @pytest.mark.parametrize(("exit_code", "nodes", "log", "transient"), [
-    (2, [], "Encountered an error: Runtime Error", True),  # dbt could not run at all
+    (2, [], "Encountered an error: Runtime Error", False),  # unknown: deterministic until shown otherwise
+    (2, [], "Encountered an error:\nDatabase Error\n  the database system is starting up", True),
+    (1, [("error", "could not serialize access due to concurrent update")], "", True),
+    (1, [("error", "canceling statement due to conflict with recovery")], "", True),
+    (1, [("error", 'role name "pg_monitor2" is reserved')], "", False),
+    (1, [("error", 'invalid value for parameter "lock_timeout": "abc"')], "", False),
+    (1, [("error", 'relation "nmsdelivery" does not exist')], "", False),
+    (1, [("error", 'syntax error at or near "selec"'), ("error", "deadlock detected")], "", False),
     (2, [], "Encountered an error:\nDatabase Error\n  connection to server failed: Connection refused", True),
     (2, [], "Compilation Error in operation campaign_cubes-on-run-start-0\n  var reporting_timezone is", False),
     (2, [], "Parsing Error\n  Invalid models config", False),
@@ -370,6 +377,57 @@ def test_classify(tmp_path: Path, exit_code: int, nodes: list[tuple[str, str]], 
     assert not attempt.ok and attempt.transient is transient
     assert attempt.failed_nodes == tuple(f"node{i}" for i in range(len(nodes)))
     assert attempt.message
+
+
+@pytest.mark.parametrize(("nodes", "log", "says"), [
+    ([("error", "permission denied for table nmsdelivery")], "",
+     "permission denied for table nmsdelivery: grant it to the build role"),
+    ([("error", "cannot execute CREATE TABLE in a read-only transaction")], "",
+     "cannot execute CREATE TABLE in a read-only transaction: PGHOST points at a read-only server"),
+    ([], 'Encountered an error:\nDatabase Error\n  connection to server at "h", port 5 failed: FATAL:  '
+         'password authentication failed for user "builder"', "authentication failed for user builder"),
+])
+def test_classify_configuration_errors(tmp_path: Path, nodes: list[tuple[str, str]], log: str, says: str) -> None:
+    attempt = classify(_dbt_run(tmp_path, 1 if nodes else 2, nodes, log))
+    assert attempt.config_error and not attempt.transient
+    assert says in attempt.message
+
+
+def test_a_configuration_error_exits_2_at_once() -> None:
+    history, clock = MemoryHistory(MemoryDatabase(), "test"), FakeClock(SLOT)
+    calls: list[float] = []
+
+    def runner(job: Job, seconds_left: float) -> Attempt:
+        calls.append(seconds_left)
+        return Attempt(1, config_error=True, message="permission denied for schema x: grant it")
+
+    result = execute(JOB, SLOT, "schedule", history=history, runner=runner, settings=SETTINGS, clock=clock)
+    assert (result.outcome, result.exit_code, len(calls)) == (FAILED, EXIT_CONFIG, 1)
+    assert result.message == "configuration: permission denied for schema x: grant it"
+
+
+def test_an_unexpected_error_ends_the_run_as_failed_and_calls_the_hook() -> None:
+    database, clock = MemoryDatabase(), FakeClock(SLOT)
+    alerts: list[RunResult] = []
+
+    def runner(job: Job, seconds_left: float) -> Attempt:
+        raise FileNotFoundError("dbt is not installed in this environment")
+
+    result = execute(JOB, SLOT, "schedule", history=MemoryHistory(database, "test"), runner=runner,
+                     settings=SETTINGS, clock=clock, hook=alerts.append)
+    assert (result.outcome, result.exit_code) == (FAILED, EXIT_UNEXPECTED)
+    assert result.message == "unexpected error: FileNotFoundError: dbt is not installed in this environment"
+    [row] = database.rows
+    assert (row.outcome, row.exit_code, row.message) == (FAILED, EXIT_UNEXPECTED, result.message)
+    assert alerts == [result]
+
+
+def test_a_busy_work_folder_is_busy_not_a_timeout() -> None:
+    history, clock = MemoryHistory(MemoryDatabase(), "test"), FakeClock(SLOT)
+    result = execute(JOB, SLOT, "schedule", history=history,
+                     runner=lambda job, left: Attempt(-1, busy=True, message="work folder x used by pid 1"),
+                     settings=SETTINGS, clock=clock)
+    assert (result.outcome, result.exit_code, result.message) == (BUSY, EXIT_BUSY, "work folder x used by pid 1")
 
 
 def test_classify_names_dbt_s_error_when_no_node_failed(tmp_path: Path) -> None:

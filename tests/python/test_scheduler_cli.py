@@ -106,7 +106,7 @@ class World:
     def configure(self, scheduler: str = "retries = 1\nbackoff_seconds = 0.2\ntimeout_seconds = 120\n") -> None:
         self.config.write_text(
             f'timezone = "UTC"\n\n[scheduler]\n{scheduler}\n'
-            f'[jobs.{JOB}]\ncron = "0 3 * * *"\nselect = "+{JOB}"\n')
+            f'[jobs.{JOB}]\ncron = "0 3 * * *"\nselector = "{JOB}"\n')
 
     def env(self, plan: str, **extra: str) -> dict[str, str]:
         return {**os.environ, "CAMPAIGN_CUBES_SCHEMA": self.schema, "CAMPAIGN_CUBES_DBT": str(self.dbt),
@@ -182,7 +182,7 @@ def test_two_runs_started_together_one_builds_one_is_busy(world: World) -> None:
 
 
 def test_runs_of_different_jobs_never_overlap_in_dbt(world: World) -> None:
-    world.config.write_text(world.config.read_text() + '\n[jobs.other]\ncron = "0 6 * * *"\nselect = "x"\n')
+    world.config.write_text(world.config.read_text() + '\n[jobs.other]\ncron = "0 6 * * *"\nselector = "x"\n')
     first = world.start("run", JOB, plan="sleep:3")
     world.wait_for_call("start")
     second = world.start("run", "other", plan="sleep:3")
