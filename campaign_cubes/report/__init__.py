@@ -6,20 +6,26 @@ PNG files with matplotlib (Agg, offline) and writes `index.html` beside them:
 
     <out_dir>/index.html
     <out_dir>/charts/*.png
+    <out_dir>/charts/.written-by-report   the charts the last report wrote, one name a line
+
+Only the files named in that list are removed before a new report is drawn: a
+PNG someone else put in charts/ stays.
+
+`sections` reads the aggregates and draws the charts; the page's markup and prose
+are Jinja2 templates in `templates/` (autoescaped), fed the values `html` defines.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import re
 from contextlib import closing
 from datetime import date, datetime
-from html import escape
 from pathlib import Path
 
 import psycopg2
 from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
 
+from campaign_cubes.files import write_atomically
 from campaign_cubes.report import data, html, sections
 from campaign_cubes.report.data import Period, ReportError
 from campaign_cubes.report.sections import CHARTS_DIR, Context
@@ -27,59 +33,89 @@ from campaign_cubes.report.sections import CHARTS_DIR, Context
 __all__ = ["ReportError", "build_report"]
 
 TITLE = "Campaign cubes — offers and Message Center"
-NAV = (("offers", "Offer analysis"), ("history", "Message Center history"), ("service", "Service level"),
-       ("processing", "Processing time"))
+NAV = (
+    ("offers", "Offer analysis"),
+    ("history", "Message Center history"),
+    ("service", "Service level"),
+    ("processing", "Processing time"),
+)
 
 
-def _write_atomically(path: Path, content: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=".index-", suffix=".html", dir=path.parent)
+CHARTS_MANIFEST = ".written-by-report"
+_CHART_NAME = re.compile(r"[A-Za-z0-9_.-]+\.png")
+
+
+def _charts_written_before(charts_dir: Path) -> list[Path]:
+    """The charts the previous report listed as its own (plain names inside charts/ only)."""
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as sink:
-            sink.write(content)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        names = (charts_dir / CHARTS_MANIFEST).read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        return []
+    return [charts_dir / name for name in names if _CHART_NAME.fullmatch(name)]
 
 
-def _clear_charts(out_dir: Path) -> None:
-    """Remove the charts of a previous report, so none is left over from another period."""
+def _clear_charts(out_dir: Path) -> dict[str, tuple[int, int]]:
+    """Remove the charts the previous report wrote, so none is left from another period.
+
+    Returns what charts/ then holds (name -> mtime, size), so that the charts this
+    report writes can be told from the files it must leave alone.
+    """
     charts_dir = out_dir / CHARTS_DIR
     charts_dir.mkdir(parents=True, exist_ok=True)
-    for old in charts_dir.glob("*.png"):
-        old.unlink()
+    for old in _charts_written_before(charts_dir):
+        old.unlink(missing_ok=True)
+    return _png_stamps(charts_dir)
 
 
-def _meta(ctx: Context, undated: tuple[int, int]) -> str:
-    period = ctx.period
-    span = ("no dated data" if period.empty else
-            f"{html.long_date(period.start)} – {html.long_date(period.end)} ({period.days:,} day{'s' * (period.days != 1)}, "
-            f"shown per {period.bucket})")
-    generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    text = f"{escape(span)} · schema <code>{escape(ctx.schema)}</code> · generated {escape(generated)}"
-    propositions, events = undated
-    if propositions or events:
-        text += (f" · not in any period (no date): {propositions:,} propositions, {events:,} events")
-    return text
+def _png_stamps(charts_dir: Path) -> dict[str, tuple[int, int]]:
+    stamps = {}
+    for path in charts_dir.glob("*.png"):
+        status = path.stat()
+        stamps[path.name] = (status.st_mtime_ns, status.st_size)
+    return stamps
+
+
+def _record_charts(out_dir: Path, before: dict[str, tuple[int, int]]) -> None:
+    """List the charts this report wrote (new or rewritten since `before`) for the next one."""
+    charts_dir = out_dir / CHARTS_DIR
+    written = sorted(name for name, stamp in _png_stamps(charts_dir).items() if before.get(name) != stamp)
+    (charts_dir / CHARTS_MANIFEST).write_text("".join(f"{name}\n" for name in written), encoding="utf-8")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReportError(f"--out {out_dir} is a file, not a folder")
+    charts_dir = out_dir / CHARTS_DIR
+    if charts_dir.exists() and not charts_dir.is_dir():
+        raise ReportError(f"{charts_dir} is a file, not a folder")
+    try:
+        charts_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as problem:
+        raise ReportError(f"cannot create {charts_dir}: {problem.strerror}") from None
 
 
 def render(ctx: Context) -> str:
-    """The whole page, drawing the charts into `ctx.out_dir/charts`."""
-    by_bucket = (data.events_by_bucket(ctx.conn, ctx.schema, ctx.period, ctx.error_statuses)
-                 if not ctx.period.empty else [])
-    body = "".join((
-        sections.kpis(ctx, by_bucket),
-        sections.offer_section(ctx),
-        sections.history_section(ctx, by_bucket),
-        sections.service_section(ctx, by_bucket),
-        sections.processing_section(ctx),
-    ))
-    undated = (data.undated_propositions(ctx.conn, ctx.schema), data.undated_events(ctx.conn, ctx.schema))
-    footer = ("Read from the published aggregates <code>agg_nmspropositionrcp_full</code> and "
-              "<code>agg_messagecenter_full</code> only; every number is a sum of their rows. "
-              "Generated by <code>python orchestrate.py report</code>.")
-    return html.page(TITLE, _meta(ctx, undated), NAV, body, footer)
+    """The whole page (templates/page.html), drawing the charts into `ctx.out_dir/charts`."""
+    by_bucket = (
+        data.events_by_bucket(ctx.conn, ctx.schema, ctx.period, ctx.error_statuses) if not ctx.period.empty else []
+    )
+    return html.render(
+        "page.html",
+        title=TITLE,
+        nav=NAV,
+        period=ctx.period,
+        schema=ctx.schema,
+        generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        undated_propositions=data.undated_propositions(ctx.conn, ctx.schema),
+        undated_events=data.undated_events(ctx.conn, ctx.schema),
+        kpis=sections.kpis(ctx, by_bucket),
+        sections=[
+            sections.offer_section(ctx),
+            sections.history_section(ctx, by_bucket),
+            sections.service_section(ctx, by_bucket),
+            sections.processing_section(ctx),
+        ],
+    )
 
 
 def build_report(schema: str, out_dir: Path, date_from: date | None, date_to: date | None) -> Path:
@@ -89,18 +125,20 @@ def build_report(schema: str, out_dir: Path, date_from: date | None, date_to: da
     Raises ReportError for a bad period or missing aggregates.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out_dir)
     with closing(psycopg2.connect()) as conn:
         conn.set_session(isolation_level=ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
         try:
             data.check_published(conn, schema)
             period: Period = data.resolve_period(conn, schema, date_from, date_to)
-            _clear_charts(out_dir)
-            ctx = Context(conn=conn, schema=schema, period=period, out_dir=out_dir,
-                          error_statuses=data.error_statuses())
-            page = render(ctx)
+            before = _clear_charts(out_dir)
+            ctx = Context(
+                conn=conn, schema=schema, period=period, out_dir=out_dir, error_statuses=data.error_statuses()
+            )
+            try:
+                page = render(ctx)
+            finally:  # even a report that fails halfway lists what it drew, for the next one to remove
+                _record_charts(out_dir, before)
         finally:
             conn.rollback()
-    target = out_dir / "index.html"
-    _write_atomically(target, page)
-    return target
+    return write_atomically(out_dir / "index.html", page)

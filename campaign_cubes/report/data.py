@@ -44,6 +44,7 @@ class ReportError(RuntimeError):
 
 # --- period and buckets -------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Period:
     """Inclusive calendar days; None when the aggregates hold no dated row at all."""
@@ -102,6 +103,7 @@ def _next_bucket(current: date, bucket: Bucket) -> date | None:
 
 # --- reading ------------------------------------------------------------------------
 
+
 def _rows(conn: connection, query: sql.Composable, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     with conn.cursor() as cursor:
         cursor.execute(query, params)
@@ -113,8 +115,10 @@ def check_published(conn: connection, schema: str) -> None:
     for table in (PROPOSITIONS_TABLE, EVENTS_TABLE):
         found = _rows(conn, sql.SQL("select to_regclass(%s)"), (f'"{schema}"."{table}"',))
         if not found or found[0][0] is None:
-            raise ReportError(f"{schema}.{table} does not exist: build the aggregates first "
-                              "(orchestrate.py run), or set CAMPAIGN_CUBES_SCHEMA")
+            raise ReportError(
+                f"{schema}.{table} does not exist: build the aggregates first "
+                "(orchestrate.py run), or set CAMPAIGN_CUBES_SCHEMA"
+            )
 
 
 def resolve_period(conn: connection, schema: str, start: date | None, end: date | None) -> Period:
@@ -144,8 +148,9 @@ def _seed_rows(seed: Path) -> list[dict[str, str]]:
 def error_statuses(seed: Path = EVENT_STATUS_SEED) -> tuple[str, ...]:
     """The status names flagged is_error in the event-status seed (the project's own list)."""
     try:
-        names = tuple(row["status_name"] for row in _seed_rows(seed)
-                      if row.get("is_error", "").strip().lower() == "true")
+        names = tuple(
+            row["status_name"] for row in _seed_rows(seed) if row.get("is_error", "").strip().lower() == "true"
+        )
     except (OSError, KeyError):
         return DEFAULT_ERROR_STATUSES
     return names or DEFAULT_ERROR_STATUSES
@@ -160,6 +165,7 @@ def status_labels(seed: Path = EVENT_STATUS_SEED) -> dict[str, str]:
 
 
 # --- offer analysis -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class OfferCounts:
@@ -201,19 +207,19 @@ def _counts(values: Sequence[Any]) -> OfferCounts:
 
 def _offer_query(schema: str, keys: sql.Composable, order: str) -> sql.Composed:
     return sql.SQL(
-        "select {keys}, {sums} from {table}"
-        " where proposition_date between %s and %s"
-        " group by {keys} order by {order}"
+        "select {keys}, {sums} from {table} where proposition_date between %s and %s group by {keys} order by {order}"
     ).format(keys=keys, sums=_OFFER_SUMS, table=sql.Identifier(schema, PROPOSITIONS_TABLE), order=sql.SQL(order))
 
 
 def offers_by_bucket_and_channel(conn: connection, schema: str, period: Period) -> list[tuple[date, OfferGroup]]:
     """(bucket, channel counts) for each bucket and channel with propositions."""
-    column = sql.Identifier({"day": "proposition_date", "week": "proposition_week",
-                             "month": "proposition_month"}[period.bucket])
+    column = sql.Identifier(
+        {"day": "proposition_date", "week": "proposition_week", "month": "proposition_month"}[period.bucket]
+    )
     query = _offer_query(schema, sql.SQL("{}, channel_label").format(column), "1, 2")
-    return [(row[0], OfferGroup(row[1], row[1], _counts(row[2:])))
-            for row in _rows(conn, query, (period.start, period.end))]
+    return [
+        (row[0], OfferGroup(row[1], row[1], _counts(row[2:]))) for row in _rows(conn, query, (period.start, period.end))
+    ]
 
 
 def offers_by_channel(conn: connection, schema: str, period: Period) -> list[OfferGroup]:
@@ -223,8 +229,11 @@ def offers_by_channel(conn: connection, schema: str, period: Period) -> list[Off
 
 def offers_by_offer(conn: connection, schema: str, period: Period) -> list[OfferGroup]:
     """Every offer, the most responses (presented + accepted + rejected) first."""
-    query = _offer_query(schema, sql.SQL("offer_id, coalesce(offer_label, offer_name, {})").format(NO_LABEL),
-                         "sum(presented) + sum(accepted) + sum(rejected) desc, 3 desc, 1")
+    query = _offer_query(
+        schema,
+        sql.SQL("offer_id, coalesce(offer_label, offer_name, {})").format(NO_LABEL),
+        "sum(presented) + sum(accepted) + sum(rejected) desc, 3 desc, 1",
+    )
     return [OfferGroup(row[0], row[1], _counts(row[2:])) for row in _rows(conn, query, (period.start, period.end))]
 
 
@@ -236,8 +245,10 @@ def offers_by_delivery(conn: connection, schema: str, period: Period) -> list[Of
         " from {table} where proposition_date between %s and %s"
         " group by 1, 2 order by 4 desc, 1"
     ).format(no_label=NO_LABEL, sums=_OFFER_SUMS, table=sql.Identifier(schema, PROPOSITIONS_TABLE))
-    return [OfferGroup(row[0], row[1], _counts(row[3:]), detail=row[2] or "")
-            for row in _rows(conn, query, (period.start, period.end))]
+    return [
+        OfferGroup(row[0], row[1], _counts(row[3:]), detail=row[2] or "")
+        for row in _rows(conn, query, (period.start, period.end))
+    ]
 
 
 def undated_propositions(conn: connection, schema: str) -> int:
@@ -246,6 +257,7 @@ def undated_propositions(conn: connection, schema: str) -> int:
 
 
 # --- Message Center -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EventGroup:
@@ -298,20 +310,22 @@ def _event_params(period: Period, errors: Sequence[str]) -> tuple[Any, ...]:
 
 def events_by_bucket(conn: connection, schema: str, period: Period, errors: Sequence[str]) -> list[EventGroup]:
     query = _event_query(schema, _bucket_column(period), "1")
-    return [EventGroup(row[0], str(row[0]), *map(int, row[1:]))
-            for row in _rows(conn, query, _event_params(period, errors))]
+    return [
+        EventGroup(row[0], str(row[0]), *map(int, row[1:])) for row in _rows(conn, query, _event_params(period, errors))
+    ]
 
 
 def events_by_type(conn: connection, schema: str, period: Period, errors: Sequence[str]) -> list[EventGroup]:
     query = _event_query(schema, sql.SQL("event_type"), "2 desc, 1")
-    return [EventGroup(row[0], row[0], *map(int, row[1:]))
-            for row in _rows(conn, query, _event_params(period, errors))]
+    return [EventGroup(row[0], row[0], *map(int, row[1:])) for row in _rows(conn, query, _event_params(period, errors))]
 
 
 def events_by_bucket_and_type(conn: connection, schema: str, period: Period) -> list[tuple[date, EventGroup]]:
     query = _event_query(schema, sql.SQL("{}, event_type").format(_bucket_column(period)), "1, 2")
-    return [(row[0], EventGroup(row[1], row[1], *map(int, row[2:])))
-            for row in _rows(conn, query, _event_params(period, ()))]
+    return [
+        (row[0], EventGroup(row[1], row[1], *map(int, row[2:])))
+        for row in _rows(conn, query, _event_params(period, ()))
+    ]
 
 
 def events_by_status(conn: connection, schema: str, period: Period) -> list[EventGroup]:
@@ -320,8 +334,9 @@ def events_by_status(conn: connection, schema: str, period: Period) -> list[Even
     return [EventGroup(row[0], row[1], int(row[2])) for row in _rows(conn, query, _event_params(period, ()))]
 
 
-def errors_by_bucket_and_status(conn: connection, schema: str, period: Period,
-                                errors: Sequence[str]) -> list[tuple[date, str, int]]:
+def errors_by_bucket_and_status(
+    conn: connection, schema: str, period: Period, errors: Sequence[str]
+) -> list[tuple[date, str, int]]:
     """(bucket, status_name, events) for the error statuses."""
     query = sql.SQL(
         "select {bucket}, status_name, sum(events)::bigint from {table}"
@@ -350,8 +365,10 @@ def _processing(conn: connection, schema: str, period: Period, key: sql.Composab
         " group by 1 order by 3 desc, 1"
     ).format(key=key, table=sql.Identifier(schema, EVENTS_TABLE))
     rows = _rows(conn, query, (SENT_STATUS, SENT_STATUS, period.start, period.end))
-    return [ProcessingTime(row[0], int(row[1]), int(row[2]), *(None if v is None else float(v) for v in row[3:]))
-            for row in rows]
+    return [
+        ProcessingTime(row[0], int(row[1]), int(row[2]), *(None if v is None else float(v) for v in row[3:]))
+        for row in rows
+    ]
 
 
 def processing_by_channel(conn: connection, schema: str, period: Period) -> list[ProcessingTime]:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from support import CubesBuild
-from test_docs_site import site_for
 
 from campaign_cubes import docs_site
 from campaign_cubes.report import build_report
+from support import CubesBuild
+from test_docs_site import site_for
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 WINDOW = (1400, 2000)
@@ -50,8 +50,11 @@ def find_browser() -> str | None:
 BROWSER = find_browser()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine (apt-get install chromium; "
-                                               "CI installs it): the pages were not checked in a browser"),
+    pytest.mark.skipif(
+        BROWSER is None,
+        reason="no Chromium on this machine (apt-get install chromium; "
+        "CI installs it): the pages were not checked in a browser",
+    ),
 ]
 
 
@@ -60,11 +63,27 @@ def chromium(url: str, *action: str) -> str:
     assert BROWSER is not None
     with tempfile.TemporaryDirectory(prefix="cubes-chromium-") as profile:
         done = subprocess.run(
-            [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", f"--host-resolver-rules={OFFLINE}", "--hide-scrollbars",
-             "--virtual-time-budget=10000", f"--window-size={WINDOW[0]},{WINDOW[1]}", *action, url],
-            capture_output=True, text=True, timeout=180,
+            [
+                BROWSER,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--host-resolver-rules={OFFLINE}",
+                "--hide-scrollbars",
+                "--virtual-time-budget=10000",
+                f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                *action,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -133,8 +152,13 @@ def test_docs_overview_served_on_loopback(served_site: str, shots: Path) -> None
     url = f"{served_site}#!/overview"
     shown = text_of(dom(url))
     assert "The published aggregates" in shown
-    for name in ("agg_nmspropositionrcp_full", "agg_messagecenter_full", "Offer analysis",
-                 "Message Center — service level", "campaign_event_statuses"):
+    for name in (
+        "agg_nmspropositionrcp_full",
+        "agg_messagecenter_full",
+        "Offer analysis",
+        "Message Center — service level",
+        "campaign_event_statuses",
+    ):
         assert name in shown
     screenshot(url, shots, "docs-overview.png")
 

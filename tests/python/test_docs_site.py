@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import tomllib
 import urllib.request
@@ -16,15 +19,16 @@ from typing import Any
 
 import pytest
 import yaml
-from support import CubesBuild
 
 from campaign_cubes import docs_site
+from support import CubesBuild
 
 ROOT = Path(__file__).resolve().parents[2]
-AGGREGATES = {"agg_nmspropositionrcp_full": "agg_nmspropositionrcp_full",
-              "agg_messageCenter_full": "agg_messagecenter_full"}
-REPORTS = {"offer_analysis", "message_center_history", "message_center_service_level",
-           "message_center_processing_time"}
+AGGREGATES = {
+    "agg_nmspropositionrcp_full": "agg_nmspropositionrcp_full",
+    "agg_messageCenter_full": "agg_messagecenter_full",
+}
+REPORTS = {"offer_analysis", "message_center_history", "message_center_service_level", "message_center_processing_time"}
 
 _SITES: dict[str, tuple[Path, Path]] = {}
 
@@ -33,8 +37,12 @@ def site_for(build: CubesBuild, tmp_path_factory: pytest.TempPathFactory) -> tup
     """(page, dbt work dir) of the docs of `build`, generated once per session."""
     if build.schema not in _SITES:
         base = tmp_path_factory.mktemp("docs")
-        page = docs_site.generate_docs(base / "site", {"CAMPAIGN_CUBES_SCHEMA": build.schema},
-                                       dbt_vars=json.dumps(build.vars), work_dir=base / "work")
+        page = docs_site.generate_docs(
+            base / "site",
+            {"CAMPAIGN_CUBES_SCHEMA": build.schema},
+            dbt_vars=json.dumps(build.vars),
+            work_dir=base / "work",
+        )
         _SITES[build.schema] = (page, base / "work")
     return _SITES[build.schema]
 
@@ -86,11 +94,11 @@ def test_lineage_runs_from_campaign_tables_through_aggregates_to_reports(docs: t
 
     exposures = {e["name"]: e for e in manifest["exposures"].values()}
     assert set(exposures) == REPORTS
-    sources = {f"source.campaign_cubes.campaign.{t}" for t in ("nmspropositionrcp", "nmsoffer", "nmsofferspace",
-                                                               "nmsdelivery")}
+    sources = {
+        f"source.campaign_cubes.campaign.{t}" for t in ("nmspropositionrcp", "nmsoffer", "nmsofferspace", "nmsdelivery")
+    }
     assert sources <= ancestors(exposures["offer_analysis"]["unique_id"])
-    assert "source.campaign_cubes.campaign.nmseventhisto" in ancestors(
-        exposures["message_center_history"]["unique_id"])
+    assert "source.campaign_cubes.campaign.nmseventhisto" in ancestors(exposures["message_center_history"]["unique_id"])
 
 
 @pytest.mark.slow
@@ -173,14 +181,17 @@ def test_shared_text_is_written_once() -> None:
     texts: Counter[str] = Counter()
     for path in sorted([*ROOT.glob("models/**/*.yml"), *ROOT.glob("seeds/*.yml")]):
         tree = yaml.compose(path.read_text())
+        if tree is None:  # an empty file
+            continue
         texts.update(text for text in description_texts(tree, set()) if "{{ doc(" not in text)
     repeated = [text for text, times in texts.items() if times > 1]
     assert repeated == [], "write these once, in a {% docs %} block: " + "; ".join(repeated)
 
 
 @pytest.mark.slow
-def test_descriptions_are_postgresql_comments(default_build: CubesBuild, pg_conn: Any,
-                                              docs: tuple[Path, dict[str, Any]]) -> None:
+def test_descriptions_are_postgresql_comments(
+    default_build: CubesBuild, pg_conn: Any, docs: tuple[Path, dict[str, Any]]
+) -> None:
     _, manifest = docs
     with pg_conn.cursor() as cursor:
         cursor.execute(
@@ -188,7 +199,8 @@ def test_descriptions_are_postgresql_comments(default_build: CubesBuild, pg_conn
                from pg_class c join pg_namespace n on n.oid = c.relnamespace
                join pg_attribute a on a.attrelid = c.oid
                where n.nspname = %s and c.relname = 'agg_messagecenter_full' and a.attname = 'events'""",
-            (default_build.schema,))
+            (default_build.schema,),
+        )
         column_comment, table_comment = cursor.fetchone()
     events = node(manifest, "agg_messageCenter_full")["columns"]["events"]["description"]
     assert column_comment == events and "Additive" in column_comment
@@ -219,11 +231,67 @@ def test_server_refuses_a_folder_without_site(tmp_path: Path) -> None:
 
 
 def test_docs_vars_keep_the_callers_and_add_the_zone() -> None:
-    merged = json.loads(docs_site.docs_vars("{campaign_schema: public, reporting_timezone: Europe/Paris}",
-                                            "Europe/Helsinki"))
-    assert merged == {"campaign_schema": "public", "reporting_timezone": "Europe/Paris",
-                      "schedule_timezone": "Europe/Helsinki"}
+    merged = json.loads(
+        docs_site.docs_vars(
+            "{campaign_schema: public, reporting_timezone: Europe/Paris}",
+            "Europe/Helsinki",
+            {"agg_messageCenter_full": "5 4 * * *"},
+        )
+    )
+    assert merged == {
+        "campaign_schema": "public",
+        "reporting_timezone": "Europe/Paris",
+        "schedule_timezone": "Europe/Helsinki",
+        "schedule_crons": {"agg_messageCenter_full": "5 4 * * *"},
+    }
     assert json.loads(docs_site.docs_vars(None, None)) == {}
+
+
+OTHER_ZONE = "Pacific/Chatham"  # neither the host's zone nor orchestrate.toml's
+OTHER_CRONS = {"agg_messageCenter_full": "17 4 * * 2", "agg_nmspropositionrcp_full": "41 5 * * 6"}
+
+
+@pytest.fixture(scope="module")
+def site_of_another_config(default_build: CubesBuild, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The page `orchestrate.py --config <another toml> docs` writes."""
+    base = tmp_path_factory.mktemp("docs-config")
+    config = base / "other.toml"
+    config.write_text(
+        f'timezone = "{OTHER_ZONE}"\n'
+        + "".join(f'[jobs.{job}]\ncron = "{cron}"\nselector = "{job}"\n' for job, cron in OTHER_CRONS.items())
+    )
+    env = {key: value for key, value in os.environ.items() if key != "CAMPAIGN_CUBES_TIMEZONE"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "orchestrate.py"),
+            "--config",
+            str(config),
+            "docs",
+            "--out",
+            str(base / "site"),
+            "--vars",
+            json.dumps(default_build.vars),
+        ],
+        env={**env, "CAMPAIGN_CUBES_SCHEMA": default_build.schema},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return (base / "site" / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_docs_shows_the_zone_of_its_config(site_of_another_config: str) -> None:
+    assert site_of_another_config.count(f"**Zone:** {OTHER_ZONE}.") == len(AGGREGATES)
+    assert docs_site.schedule_zone() != OTHER_ZONE
+
+
+@pytest.mark.slow
+def test_docs_shows_the_crons_of_its_config(site_of_another_config: str) -> None:
+    for cron in OTHER_CRONS.values():
+        assert f"cron `{cron}`" in site_of_another_config
 
 
 def test_builds_in_one_work_dir_are_serialised(tmp_path: Path) -> None:
@@ -231,11 +299,12 @@ def test_builds_in_one_work_dir_are_serialised(tmp_path: Path) -> None:
     entered = threading.Event()
 
     def second() -> None:
+        entered.set()
         with docs_site._exclusive(tmp_path):
             order.append("second")
 
     with docs_site._exclusive(tmp_path):
-        thread = threading.Thread(target=lambda: (entered.set(), second()))
+        thread = threading.Thread(target=second)
         thread.start()
         entered.wait()
         thread.join(timeout=0.5)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from psycopg2 import sql
-from support import CubesBuild
 
 from campaign_cubes.report import ReportError, build_report, data
+from support import CubesBuild
 
 PROPS = "agg_nmspropositionrcp_full"
 EVENTS = "agg_messagecenter_full"
@@ -99,8 +99,14 @@ def share(cell: tuple[str, str | None]) -> float | None:
 
 def query(pg_conn: Any, text: str, schema: str, *params: Any) -> list[tuple[Any, ...]]:
     with pg_conn.cursor() as cursor:
-        cursor.execute(sql.SQL(text).format(props=sql.Identifier(schema, PROPS), events=sql.Identifier(schema, EVENTS),
-                                            staging=sql.Identifier(f"{schema}_staging")), params)
+        cursor.execute(
+            sql.SQL(text).format(
+                props=sql.Identifier(schema, PROPS),
+                events=sql.Identifier(schema, EVENTS),
+                staging=sql.Identifier(f"{schema}_staging"),
+            ),
+            params,
+        )
         return [tuple(plain(value) for value in row) for row in cursor.fetchall()]
 
 
@@ -118,20 +124,32 @@ def report(default_build: CubesBuild, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.mark.slow
-def test_offer_tables_equal_the_aggregate(report: tuple[Path, ReportPage], pg_conn: Any,
-                                          default_build: CubesBuild) -> None:
+def test_offer_tables_equal_the_aggregate(
+    report: tuple[Path, ReportPage], pg_conn: Any, default_build: CubesBuild
+) -> None:
     _, page = report
-    expected = {row[0]: row[1:] for row in query(pg_conn, """
+    expected = {
+        row[0]: row[1:]
+        for row in query(
+            pg_conn,
+            """
         select channel_label, sum(propositions), sum(presented), sum(accepted), sum(rejected), sum(control_group)
-        from {props} where proposition_date is not null group by 1""", default_build.schema)}
+        from {props} where proposition_date is not null group by 1""",
+            default_build.schema,
+        )
+    }
     shown = page.tables["offers-by-channel"]
     assert len(shown.body) == len(expected)
     for row in shown.body:
         assert tuple(number(c) for c in row[1:6]) == tuple(expected[row[0][0]]), row[0][0]
         p, a, r = expected[row[0][0]][1:4]
         assert share(row[6]) == pytest.approx(a / (p + a + r) if p + a + r else None)
-    (total,) = query(pg_conn, """select sum(propositions), sum(presented), sum(accepted), sum(rejected),
-        sum(control_group) from {props} where proposition_date is not null""", default_build.schema)
+    (total,) = query(
+        pg_conn,
+        """select sum(propositions), sum(presented), sum(accepted), sum(rejected),
+        sum(control_group) from {props} where proposition_date is not null""",
+        default_build.schema,
+    )
     for table in ("offers-by-channel", "offers-by-offer", "offers-by-delivery"):
         assert tuple(number(c) for c in page.tables[table].foot[0][-6:-1]) == total, table
         # shown rows (the top ones and the "others" row) add up to the total
@@ -139,13 +157,21 @@ def test_offer_tables_equal_the_aggregate(report: tuple[Path, ReportPage], pg_co
 
 
 @pytest.mark.slow
-def test_offer_and_delivery_rows_equal_the_aggregate(report: tuple[Path, ReportPage], pg_conn: Any,
-                                                     default_build: CubesBuild) -> None:
+def test_offer_and_delivery_rows_equal_the_aggregate(
+    report: tuple[Path, ReportPage], pg_conn: Any, default_build: CubesBuild
+) -> None:
     _, page = report
     for table, key in (("offers-by-offer", "offer_id"), ("offers-by-delivery", "delivery_id")):
-        expected = {row[0]: row[1:] for row in query(pg_conn, f"""
+        expected = {
+            row[0]: row[1:]
+            for row in query(
+                pg_conn,
+                f"""
             select {key}, sum(propositions), sum(presented), sum(accepted), sum(rejected), sum(control_group)
-            from {{props}} where proposition_date is not null group by 1""", default_build.schema)}
+            from {{props}} where proposition_date is not null group by 1""",
+                default_build.schema,
+            )
+        }
         rows = [row for row in page.tables[table].body if row[1][0]]  # not the "others" row
         assert rows and len(rows) < len(expected)
         for row in rows:
@@ -153,14 +179,23 @@ def test_offer_and_delivery_rows_equal_the_aggregate(report: tuple[Path, ReportP
 
 
 @pytest.mark.slow
-def test_message_center_tables_equal_the_aggregate(report: tuple[Path, ReportPage], pg_conn: Any,
-                                                   default_build: CubesBuild) -> None:
+def test_message_center_tables_equal_the_aggregate(
+    report: tuple[Path, ReportPage], pg_conn: Any, default_build: CubesBuild
+) -> None:
     _, page = report
-    expected = {row[0]: row[1:] for row in query(pg_conn, """
+    expected = {
+        row[0]: row[1:]
+        for row in query(
+            pg_conn,
+            """
         select event_type, sum(events),
                coalesce(sum(events) filter (where status_name = 'processed'), 0),
                coalesce(sum(events) filter (where status_name = any(%s)), 0)
-        from {events} where event_date is not null group by 1""", default_build.schema, list(ERRORS))}
+        from {events} where event_date is not null group by 1""",
+            default_build.schema,
+            list(ERRORS),
+        )
+    }
     for row in page.tables["events-by-type"].body:
         if row[0][0] in expected:
             events, sent, errors = expected[row[0][0]]
@@ -169,8 +204,14 @@ def test_message_center_tables_equal_the_aggregate(report: tuple[Path, ReportPag
             assert share(row[5]) == pytest.approx(errors / events)
     footer = page.tables["events-by-type"].foot[0]
     assert number(footer[1]) == sum(v[0] for v in expected.values())
-    by_status = dict(query(pg_conn, """select status_name, sum(events) from {events}
-        where event_date is not null group by 1""", default_build.schema))
+    by_status = dict(
+        query(
+            pg_conn,
+            """select status_name, sum(events) from {events}
+        where event_date is not null group by 1""",
+            default_build.schema,
+        )
+    )
     total = sum(by_status.values())
     for row in page.tables["errors-by-kind"].body:
         name = re.search(r"\((\w+)\)$", row[0][0]) or re.match(r"(\w+)$", row[0][0])
@@ -181,17 +222,21 @@ def test_message_center_tables_equal_the_aggregate(report: tuple[Path, ReportPag
 
 
 @pytest.mark.slow
-def test_processing_times_are_exact_weighted_means(report: tuple[Path, ReportPage], pg_conn: Any,
-                                                   default_build: CubesBuild) -> None:
+def test_processing_times_are_exact_weighted_means(
+    report: tuple[Path, ReportPage], pg_conn: Any, default_build: CubesBuild
+) -> None:
     """The weighted mean of the aggregate's means equals the mean over the events themselves."""
     _, page = report
     labels = dict(query(pg_conn, "select distinct channel_code, channel_label from {events}", default_build.schema))
-    direct = query(pg_conn, """
+    direct = query(
+        pg_conn,
+        """
         select channel_code, avg(extract(epoch from processed_at - created_at)),
                max(extract(epoch from processed_at - created_at))
         from {staging}.int_message_center_events__unioned
         where event_date is not null and processed_at is not null and created_at is not null group by 1""",
-                   default_build.schema)
+        default_build.schema,
+    )
     expected = {labels[code]: (float(mean), float(most)) for code, mean, most in direct}
     rows = page.tables["processing-by-channel"].body
     assert {row[0][0] for row in rows if row[3][1]} == set(expected)
@@ -205,14 +250,15 @@ def test_processing_times_are_exact_weighted_means(report: tuple[Path, ReportPag
 @pytest.mark.slow
 def test_kpis_and_charts(report: tuple[Path, ReportPage], pg_conn: Any, default_build: CubesBuild) -> None:
     path, page = report
-    (propositions,) = query(pg_conn, "select sum(propositions) from {props} where proposition_date is not null",
-                            default_build.schema)[0]
+    (propositions,) = query(
+        pg_conn, "select sum(propositions) from {props} where proposition_date is not null", default_build.schema
+    )[0]
     assert page.kpis["propositions"] == f"{propositions:,}"
     assert len(page.images) == 6 and page.no_data == 0
     for src in page.images:
         chart = path.parent / src
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
-    assert sorted(p.name for p in (path.parent / "charts").iterdir()) == sorted(Path(s).name for s in page.images)
+    assert sorted(p.name for p in (path.parent / "charts").glob("*.png")) == sorted(Path(s).name for s in page.images)
     text = path.read_text()
     assert "http://" not in text and "https://" not in text  # self-contained: nothing to fetch
     assert "not a dimension" in text and "space" in text  # says why there is no space breakdown
@@ -220,13 +266,24 @@ def test_kpis_and_charts(report: tuple[Path, ReportPage], pg_conn: Any, default_
 
 @pytest.mark.slow
 def test_empty_period_gives_no_data_panels(default_build: CubesBuild, tmp_path: Path) -> None:
-    previous = tmp_path / "charts" / "stale.png"
-    previous.parent.mkdir()
-    previous.write_bytes(b"old")
+    users = tmp_path / "charts" / "kept-by-a-user.png"
+    users.parent.mkdir()
+    users.write_bytes(b"not ours")
+    drawn = ReportPage(build_report(default_build.schema, tmp_path, None, None).read_text()).images
+    assert drawn
     page = ReportPage(build_report(default_build.schema, tmp_path, date(1990, 1, 1), date(1990, 1, 31)).read_text())
     assert page.no_data == 4 and page.images == [] and page.tables == {}
     assert page.kpis["propositions"] == "0" and page.kpis["acceptance_rate"] == "–"
-    assert not previous.exists()  # no chart left over from another report
+    assert not [src for src in drawn if (tmp_path / src).exists()]  # no chart left over from another report
+    assert users.read_bytes() == b"not ours"  # and nothing removed that a report did not write
+
+
+def test_out_must_be_a_folder(tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(ReportError, match="is a file, not a folder"):  # refused before connecting
+        build_report("cubes_test_not_read", a_file, None, None)
+    assert a_file.read_text() == "mine"
 
 
 @pytest.mark.slow
@@ -236,8 +293,13 @@ def test_a_short_period_is_shown_per_day(default_build: CubesBuild, pg_conn: Any
     path = build_report(default_build.schema, tmp_path, start, last)
     page = ReportPage(path.read_text())
     assert "(14 days, shown per day)" in path.read_text()
-    (events,) = query(pg_conn, "select sum(events) from {events} where event_date between %s and %s",
-                      default_build.schema, start, last)[0]
+    (events,) = query(
+        pg_conn,
+        "select sum(events) from {events} where event_date between %s and %s",
+        default_build.schema,
+        start,
+        last,
+    )[0]
     assert number(page.tables["events-by-type"].foot[0][1]) == events
     assert len(page.images) == 6
 
@@ -271,3 +333,88 @@ def test_durations_read_in_the_best_unit() -> None:
     from campaign_cubes.report.charts import format_duration
 
     assert [format_duration(s) for s in (42.3, 300, 82916)] == ["42.3 s", "5.0 min", "23.0 h"]
+
+
+HOSTILE = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+
+
+class Markup(HTMLParser):
+    """The tags and attributes a browser would build from a page."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes += [name for name, _ in attrs]
+
+
+def assert_inert(page: str) -> None:
+    """`HOSTILE` shows as text: no script, no extra image, no event handler."""
+    markup = Markup(page)
+    assert "script" not in markup.tags and "onerror" not in markup.attributes
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert all(not src.startswith("x") for src in ReportPage(page).images)
+
+
+@pytest.mark.slow
+def test_hostile_labels_from_the_database_are_escaped(
+    default_build: CubesBuild, pg_conn: Any, scratch_schema: str, tmp_path: Path
+) -> None:
+    """Event types and labels are data from Campaign: the page shows them as text, never as markup."""
+    with pg_conn.cursor() as cursor:
+        cursor.execute(sql.SQL("create schema {}").format(sql.Identifier(scratch_schema)))
+        for table in (PROPS, EVENTS):
+            cursor.execute(
+                sql.SQL("create table {} as select * from {}").format(
+                    sql.Identifier(scratch_schema, table), sql.Identifier(default_build.schema, table)
+                )
+            )
+        cursor.execute(
+            sql.SQL("update {} set event_type = %s where event_type = (select max(event_type) from {})").format(
+                sql.Identifier(scratch_schema, EVENTS), sql.Identifier(scratch_schema, EVENTS)
+            ),
+            (HOSTILE,),
+        )
+        cursor.execute(
+            sql.SQL("update {} set channel_label = %s").format(sql.Identifier(scratch_schema, PROPS)), (HOSTILE,)
+        )
+    text = build_report(scratch_schema, tmp_path, None, None).read_text()
+    assert_inert(text)
+    page = ReportPage(text)
+    assert HOSTILE in [row[0][0] for row in page.tables["events-by-type"].body]
+    assert {row[0][0] for row in page.tables["offers-by-channel"].body} == {HOSTILE}
+
+
+def test_templates_escape_every_value_they_receive() -> None:
+    """Whatever a section hands its template (cells, captions, tooltips, figures, panels) is escaped."""
+    from campaign_cubes.report import html
+
+    cell = html.Cell(HOSTILE, value=HOSTILE, css="label", title=HOSTILE)
+    values = {
+        "empty": None,
+        "trend": html.Figure(HOSTILE, HOSTILE, HOSTILE, 1, 1),
+        "channels": html.Table(HOSTILE, HOSTILE, (HOSTILE,), [[cell]], [[cell]]),
+        "acceptance": None,
+        "none_answered": html.NoData(HOSTILE, None, None),
+        "offers": html.Table("o", "o", ("o",), []),
+        "deliveries": html.Table("d", "d", ("d",), []),
+    }
+    period = data.Period(None, None, "day")
+    page = html.render(
+        "page.html",
+        title=HOSTILE,
+        nav=[(HOSTILE, HOSTILE)],
+        period=period,
+        schema=HOSTILE,
+        generated=HOSTILE,
+        undated_propositions=0,
+        undated_events=0,
+        kpis=[html.Kpi(HOSTILE, HOSTILE, HOSTILE, HOSTILE)],
+        sections=[html.Section("offers.html", values)],
+    )
+    assert_inert(page)
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 15
