@@ -53,11 +53,12 @@ import yaml
 
 from campaign_cubes import PROJECT_ROOT, localpg, logs
 from campaign_cubes.history import HistoryUnavailable
-from campaign_cubes.jobs import (
+from campaign_cubes.failures import config_problem, describe_exception, login_problem
+from campaign_cubes.outcomes import (
     EXIT_BUSY, EXIT_CONFIG, EXIT_DATABASE, EXIT_DBT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT,
-    EXIT_TRANSIENT, EXIT_UNEXPECTED, config_problem, describe_exception, login_problem,
+    EXIT_TRANSIENT, EXIT_UNEXPECTED,
 )
-from campaign_cubes.schedule import ConfigError, Job, Schedule, SchedulerSettings, load_schedule, upcoming
+from campaign_cubes.timetable import ConfigError, Job, Schedule, SchedulerSettings, load_schedule, upcoming
 
 CONFIG_FILE = PROJECT_ROOT / "orchestrate.toml"
 SITE_DIR = PROJECT_ROOT / "site"
@@ -75,7 +76,7 @@ PUBLISHED_SCHEMA_BYTES = 63 - len("_campaign")
 __all__ = ["EXIT_OK", "EXIT_DBT_FAILED", "EXIT_CONFIG", "EXIT_DATABASE", "EXIT_BUSY", "EXIT_TRANSIENT",
            "EXIT_TIMEOUT", "EXIT_UNEXPECTED", "EXIT_INTERRUPTED", "build_parser", "main"]
 
-log = logging.getLogger("orchestrate")
+log = logging.getLogger(__name__)
 
 
 # --- helpers ---------------------------------------------------------------
@@ -232,9 +233,9 @@ def stop_on_sigterm() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from campaign_cubes.history import PgHistory
-    from campaign_cubes.jobs import (
-        CONFIG_ERROR, UNREACHABLE, RunResult, SystemClock, connect_with_retries, dbt_runner, execute, failure_hook,
-    )
+    from campaign_cubes.hooks import failure_hook
+    from campaign_cubes.jobs import SystemClock, connect_with_retries, dbt_runner, execute
+    from campaign_cubes.outcomes import CONFIG_ERROR, UNREACHABLE, RunResult
 
     schedule = read_schedule(args)
     jobs = selected_jobs(schedule, args.jobs)
@@ -286,9 +287,9 @@ def cmd_next(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from campaign_cubes.history import SUCCESS, History, PgHistory
-    from campaign_cubes.jobs import (
-        CONFIG_ERROR, UNREACHABLE, RunResult, SystemClock, dbt_runner, execute, failure_hook,
-    )
+    from campaign_cubes.hooks import failure_hook
+    from campaign_cubes.jobs import SystemClock, dbt_runner, execute
+    from campaign_cubes.outcomes import CONFIG_ERROR, UNREACHABLE, RunResult
     from campaign_cubes.scheduler import Scheduler
 
     schedule = read_schedule(args)
@@ -300,7 +301,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         result = execute(job, slot, trigger, history=history, runner=runner, settings=settings, clock=clock,
                          hook=hook)
         if result.outcome == SUCCESS:
-            refresh_docs(args.vars)
+            refresh_docs(args.vars, Path(args.config))
         return result
 
     def open_history() -> PgHistory:
@@ -326,12 +327,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return scheduler.serve(once=args.once)
 
 
-def refresh_docs(dbt_vars: str | None) -> None:
+def refresh_docs(dbt_vars: str | None, config: Path = CONFIG_FILE) -> None:
     """After a successful scheduled run the docs site shows what was just built; a failure only warns."""
     from campaign_cubes.docs_site import DocsError, generate_docs
 
     try:
-        generate_docs(SITE_DIR, dbt_vars=dbt_vars)
+        generate_docs(SITE_DIR, dbt_vars=dbt_vars, config=config)
     except DocsError as problem:
         log.warning("docs: not regenerated: %s", problem)
 
@@ -347,7 +348,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     database_env()
     try:
-        generate_docs(args.out, dbt_vars=args.vars)
+        generate_docs(args.out, dbt_vars=args.vars, config=Path(args.config))
     except DocsError as problem:
         refused = config_problem(str(problem))
         if refused is not None:  # a wrong password or a missing grant: the settings' fault

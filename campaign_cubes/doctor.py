@@ -26,7 +26,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection
 
 from campaign_cubes import PROJECT_ROOT
-from campaign_cubes.schedule import ConfigError, load_schedule
+from campaign_cubes.timetable import ConfigError, load_schedule
 
 ENV_DSN = "CAMPAIGN_SOURCE_DSN"
 ENV_PASSWORD = "CAMPAIGN_SOURCE_PASSWORD"

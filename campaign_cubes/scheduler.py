@@ -21,14 +21,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from campaign_cubes.history import (
-    FAILED, RUNNING, SUCCESS, TIMEOUT, TRANSIENT_EXHAUSTED, History, HistoryUnavailable, RunRecord, job_lock,
+    FAILED,
+    RUNNING,
+    SUCCESS,
+    TIMEOUT,
+    TRANSIENT_EXHAUSTED,
+    History,
+    HistoryUnavailable,
+    RunRecord,
+    job_lock,
 )
-from campaign_cubes.jobs import BUSY, EXIT_BUSY, EXIT_DATABASE, EXIT_OK, UNREACHABLE, Clock, RunResult
-from campaign_cubes.schedule import Job, Schedule, latest_slot, upcoming
+from campaign_cubes.jobs import Clock
+from campaign_cubes.outcomes import BUSY, EXIT_BUSY, EXIT_DATABASE, EXIT_OK, UNREACHABLE, RunResult
+from campaign_cubes.timetable import Job, Schedule, latest_slot, upcoming
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +79,13 @@ def due_slots(
     for job in schedule.jobs:
         slot = latest_slot(job.cron, schedule.timezone, now)
         # Compared in UTC: aware datetimes sharing a tzinfo compare by wall time, ignoring fold.
-        if slot is None or (settled is not None and settled.get(job.name) == slot.astimezone(timezone.utc)):
+        if slot is None or (settled is not None and settled.get(job.name) == slot.astimezone(UTC)):
             continue
         if is_due([run.outcome for run in runs(job.name, slot)], first_look):
             on_time = previous_look is not None and slot > previous_look
             found.append(Due(job, slot, "schedule" if on_time else "catch-up"))
         elif settled is not None:
-            settled[job.name] = slot.astimezone(timezone.utc)
+            settled[job.name] = slot.astimezone(UTC)
     return sorted(found, key=lambda due: due.slot)
 
 
@@ -119,7 +128,7 @@ class Scheduler:
 
     def tick(self) -> list[RunResult]:
         """Look at the clock and the history once; run what is due; return the results."""
-        now = self.clock.now().astimezone(timezone.utc)
+        now = self.clock.now().astimezone(UTC)
         try:
             history = self._session()
             due = due_slots(self.schedule, now, history.slot_runs, first_look=self._first_look,

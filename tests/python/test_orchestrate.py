@@ -79,13 +79,13 @@ def test_next_json_lists_the_fire_times() -> None:
 
 
 @pytest.mark.slow
-def test_failed_run_exits_1_and_names_the_cause(demo_source: str) -> None:
+def test_refused_settings_exit_2_and_name_the_cause(demo_source: str) -> None:
     done = orchestrate("run", "agg_messageCenter_full",
                        "--vars", json.dumps({"campaign_schema": demo_source, "reporting_timezone": "Nowhere/Town"}),
                        env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate"})
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr
     assert "agg_messageCenter_full: FAILED (dbt exit" in done.stdout
-    assert "reporting_timezone is 'Nowhere/Town'" in done.stdout
+    assert "settings refused, nothing was written: var reporting_timezone is 'Nowhere/Town'" in done.stdout
 
 
 def test_unknown_job_is_a_configuration_error() -> None:

@@ -1,4 +1,4 @@
-"""Tests for campaign_cubes.schedule: DST policy, merging, catch-up slot, configuration."""
+"""Tests for campaign_cubes.timetable: DST policy, merging, catch-up slot, configuration."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from campaign_cubes import schedule as sched
-from campaign_cubes.schedule import (
+from campaign_cubes import timetable as sched
+from campaign_cubes.timetable import (
     ConfigError,
     Job,
     Schedule,

@@ -18,19 +18,42 @@ from zoneinfo import ZoneInfo
 import psycopg2
 import pytest
 from psycopg2 import sql
-from support import FakeClock
 
 from campaign_cubes.dbt import DbtRun, NodeResult
+from campaign_cubes.failures import Attempt, classify
 from campaign_cubes.history import (
-    ABANDONED, DBT_STATE_LOCK, FAILED, INTERRUPTED, RUNNING, SUCCESS, TIMEOUT, TRANSIENT_EXHAUSTED,
-    History, HistoryUnavailable, MemoryDatabase, MemoryHistory, PgHistory, job_lock,
+    ABANDONED,
+    DBT_STATE_LOCK,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    SUCCESS,
+    TIMEOUT,
+    TRANSIENT_EXHAUSTED,
+    History,
+    HistoryUnavailable,
+    PgHistory,
+    job_lock,
 )
-from campaign_cubes.jobs import (
-    ALREADY_DONE, BUSY, EXIT_BUSY, EXIT_CONFIG, EXIT_DBT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_TRANSIENT,
-    EXIT_UNEXPECTED, UNREACHABLE, Attempt, RunResult, classify, connect_with_retries, execute, failure_hook,
+from campaign_cubes.hooks import failure_hook
+from campaign_cubes.jobs import connect_with_retries, execute
+from campaign_cubes.outcomes import (
+    ALREADY_DONE,
+    BUSY,
+    EXIT_BUSY,
+    EXIT_CONFIG,
+    EXIT_DBT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_TRANSIENT,
+    EXIT_UNEXPECTED,
+    UNREACHABLE,
+    RunResult,
 )
-from campaign_cubes.schedule import Job, Schedule, SchedulerSettings
 from campaign_cubes.scheduler import Scheduler, due_slots, is_due, status_lines
+from campaign_cubes.timetable import Job, Schedule, SchedulerSettings
+from memory_history import MemoryDatabase, MemoryHistory
+from support import FakeClock
 
 UTC = timezone.utc
 HEL = ZoneInfo("Europe/Helsinki")

@@ -20,15 +20,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from psycopg2 import sql
-from support import FakeClock
 from psycopg2.extensions import connection
 
-from campaign_cubes.history import (
-    ABANDONED, FAILED, RUNNING, SUCCESS, History, MemoryDatabase, MemoryHistory, PgHistory, RunRecord,
-)
-from campaign_cubes.jobs import BUSY, Attempt, RunResult, execute
-from campaign_cubes.schedule import Job, Schedule, SchedulerSettings, fire_times, latest_slot
+from campaign_cubes.failures import Attempt
+from campaign_cubes.history import ABANDONED, FAILED, RUNNING, SUCCESS, History, PgHistory, RunRecord
+from campaign_cubes.jobs import execute
+from campaign_cubes.outcomes import BUSY, RunResult
 from campaign_cubes.scheduler import Scheduler
+from campaign_cubes.timetable import Job, Schedule, SchedulerSettings, fire_times, latest_slot
+from memory_history import MemoryDatabase, MemoryHistory
+from support import FakeClock
 
 UTC = timezone.utc
 SETTINGS = SchedulerSettings(retries=2, backoff_seconds=60, timeout_seconds=3 * 3600)

@@ -1,4 +1,4 @@
-"""Schedule configuration and DST-aware fire times for the orchestrated dbt jobs.
+"""The timetable: orchestrate.toml's jobs and settings, and their DST-aware fire times.
 
 Cron expressions are evaluated on the local wall clock of one IANA zone, day by day.
 croniter only ever sees naive local datetimes (given aware ones it shifts or doubles
@@ -25,7 +25,7 @@ import tomllib
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,8 +33,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 
 __all__ = [
-    "ConfigError", "Job", "Schedule", "SchedulerSettings", "host_timezone_name", "load_zone",
-    "load_schedule", "fire_times", "upcoming", "latest_slot",
+    "ConfigError",
+    "Job",
+    "Schedule",
+    "SchedulerSettings",
+    "fire_times",
+    "host_timezone_name",
+    "latest_slot",
+    "load_schedule",
+    "load_zone",
+    "upcoming",
 ]
 
 ENV_TIMEZONE = "CAMPAIGN_CUBES_TIMEZONE"
@@ -91,6 +99,7 @@ class Schedule:
 
 # --- time zones -------------------------------------------------------------------
 
+
 def load_zone(name: str) -> ZoneInfo:
     """Load an IANA zone; ConfigError "unknown time zone 'X'" if it is not one."""
     try:
@@ -139,6 +148,7 @@ def host_timezone_name() -> str:
 
 # --- configuration ------------------------------------------------------------------
 
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -174,8 +184,10 @@ def _cron_problem(cron: str) -> str | None:
 def _parse_job(path: Path, name: str, spec: Any) -> Job:
     where = f"{path}: [jobs.{name}]"
     if not JOB_NAME.fullmatch(name):
-        raise ConfigError(f"{path}: job name {name!r} must be a letter then letters, digits or _ "
-                          "(at most 63), as it names a folder under target/jobs")
+        raise ConfigError(
+            f"{path}: job name {name!r} must be a letter then letters, digits or _ "
+            "(at most 63), as it names a folder under target/jobs"
+        )
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a table with cron and selector, got {spec!r}")
     _reject_unknown(spec, _JOB_KEYS, where)
@@ -192,8 +204,13 @@ def _parse_job(path: Path, name: str, spec: Any) -> Job:
 
 def _number(where: str, key: str, value: Any, minimum: float, whole: bool = False) -> float:
     # bool is an int in Python; `retries = true` is a mistake, not 1.
-    usable = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and (isinstance(value, int) or not whole) and math.isfinite(value) and value >= minimum)
+    usable = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (isinstance(value, int) or not whole)
+        and math.isfinite(value)
+        and value >= minimum
+    )
     if not usable:
         kind = "a whole number" if whole else "a number"
         raise ConfigError(f"{where}: {key} must be {kind} >= {minimum:g}, got {value!r}")
@@ -236,8 +253,9 @@ def _parse_settings(path: Path, table: Any) -> SchedulerSettings:
     timeout = _number(where, "timeout_seconds", table.get("timeout_seconds", defaults.timeout_seconds), 1)
     return SchedulerSettings(
         retries=int(_number(where, "retries", table.get("retries", defaults.retries), 0, whole=True)),
-        backoff_seconds=float(_number(where, "backoff_seconds",
-                                      table.get("backoff_seconds", defaults.backoff_seconds), 0)),
+        backoff_seconds=float(
+            _number(where, "backoff_seconds", table.get("backoff_seconds", defaults.backoff_seconds), 0)
+        ),
         timeout_seconds=float(timeout),
         on_failure=table.get("on_failure", ""),
         on_failure_url=url,
@@ -281,19 +299,20 @@ def load_schedule(path: Path, timezone_override: str | None = None) -> Schedule:
 
 # --- fire times -------------------------------------------------------------------
 
+
 def _wall(epoch: int, zone: ZoneInfo) -> datetime:
     return datetime.fromtimestamp(epoch, zone).replace(tzinfo=None)
 
 
 def _to_instant(naive: datetime, zone: ZoneInfo) -> datetime:
     """Map a naive local time to its policy instant, as an aware UTC datetime."""
-    first = naive.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    first = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
     if first.astimezone(zone).replace(tzinfo=None) == naive:
         return first  # exists once, or first occurrence of a repeated time
     # In a gap fold=0 and fold=1 use the offsets from either side of the transition,
     # so their UTC readings bracket it: bisect to the first second whose wall time
     # is >= naive, which is the transition instant.
-    second = naive.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+    second = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
     lo, hi = sorted((int(first.timestamp()), int(second.timestamp())))
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -301,7 +320,7 @@ def _to_instant(naive: datetime, zone: ZoneInfo) -> datetime:
             hi = mid
         else:
             lo = mid
-    return datetime.fromtimestamp(hi, timezone.utc)
+    return datetime.fromtimestamp(hi, UTC)
 
 
 def _walk(cron: str, start: datetime, backward: bool = False) -> Iterator[datetime]:
@@ -318,7 +337,7 @@ def _utc(moment: datetime, name: str) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
     # Compare in UTC: aware datetimes sharing a tzinfo compare by wall time, ignoring fold.
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def fire_times(cron: str, zone: ZoneInfo, after: datetime, count: int) -> list[datetime]:
@@ -338,16 +357,14 @@ def fire_times(cron: str, zone: ZoneInfo, after: datetime, count: int) -> list[d
     return [instant.astimezone(zone) for instant in fires]
 
 
-def upcoming(
-    schedule: Schedule, after: datetime, count: int, job: str | None = None
-) -> list[tuple[str, datetime]]:
+def upcoming(schedule: Schedule, after: datetime, count: int, job: str | None = None) -> list[tuple[str, datetime]]:
     """`count` fires per job (or for `job` only), merged by time; ties in file order."""
     wanted = {schedule.job(job).name} if job is not None else None
     merged: list[tuple[datetime, int, str, datetime]] = []
     for index, each in enumerate(schedule.jobs):
         if wanted is None or each.name in wanted:
             for fire in fire_times(each.cron, schedule.timezone, after, count):
-                merged.append((fire.astimezone(timezone.utc), index, each.name, fire))
+                merged.append((fire.astimezone(UTC), index, each.name, fire))
     merged.sort(key=lambda item: (item[0], item[1]))
     return [(name, fire) for _, _, name, fire in merged]
 
