@@ -74,8 +74,13 @@ FLOAT_TOLERANCE = 1e-9  # relative; sums of doubles depend on the order of addit
 SAMPLE_SECONDS = 0.05
 BENCH_MARK = "campaign-cubes bench load"
 SERVER_SETTINGS = (
-    "max_parallel_workers_per_gather", "max_parallel_workers", "work_mem", "hash_mem_multiplier",
-    "shared_buffers", "effective_cache_size", "jit",
+    "max_parallel_workers_per_gather",
+    "max_parallel_workers",
+    "work_mem",
+    "hash_mem_multiplier",
+    "shared_buffers",
+    "effective_cache_size",
+    "jit",
 )
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
@@ -86,6 +91,7 @@ class BenchFailure(RuntimeError):
 
 
 # --- memory of a process tree -------------------------------------------------
+
 
 def _children(pid: int) -> list[int]:
     found: list[int] = []
@@ -144,6 +150,7 @@ class PeakMemory(threading.Thread):
 
 # --- the data ------------------------------------------------------------------
 
+
 def source_schema(prefix: str, size: int) -> str:
     return f"{prefix}_campaign_{size}"
 
@@ -163,13 +170,16 @@ def _loaded_mark(conn: connection, schema: str) -> dict[str, object] | None:
         row = cur.fetchone()
     if row is None or not row[0] or not row[0].startswith(BENCH_MARK + " "):
         return None
-    return json.loads(row[0][len(BENCH_MARK) + 1:])
+    return json.loads(row[0][len(BENCH_MARK) + 1 :])
 
 
 def _fact_counts(conn: connection, schema: str) -> dict[str, int]:
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("select (select count(*) from {}), (select count(*) from {})").format(
-            sql.Identifier(schema, "nmspropositionrcp"), sql.Identifier(schema, "nmseventhisto")))
+        cur.execute(
+            sql.SQL("select (select count(*) from {}), (select count(*) from {})").format(
+                sql.Identifier(schema, "nmspropositionrcp"), sql.Identifier(schema, "nmseventhisto")
+            )
+        )
         propositions, events = cur.fetchone()
     return {"nmspropositionrcp": int(propositions), "nmseventhisto": int(events)}
 
@@ -178,14 +188,18 @@ def mark_loaded(conn: connection, schema: str, size: int, seed: int) -> dict[str
     """Record in `schema` which size and seed it holds, with its fact counts; returns them."""
     counts = _fact_counts(conn, schema)
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("comment on table {} is {}").format(
-            sql.Identifier(schema, "nmspropositionrcp"),
-            sql.Literal(BENCH_MARK + " " + json.dumps({"size": size, "seed": seed, "counts": counts}))))
+        cur.execute(
+            sql.SQL("comment on table {} is {}").format(
+                sql.Identifier(schema, "nmspropositionrcp"),
+                sql.Literal(BENCH_MARK + " " + json.dumps({"size": size, "seed": seed, "counts": counts})),
+            )
+        )
     return counts
 
 
-def ensure_loaded(conn: connection, schema: str, size: int, seed: int,
-                  reload: bool) -> tuple[dict[str, int], float | None]:
+def ensure_loaded(
+    conn: connection, schema: str, size: int, seed: int, reload: bool
+) -> tuple[dict[str, int], float | None]:
     """The Campaign tables of this size and seed in `schema`; returns (fact counts, seconds or None if reused)."""
     mark = None if reload else _loaded_mark(conn, schema)
     if mark is not None and mark.get("size") == size and mark.get("seed") == seed:
@@ -200,12 +214,14 @@ def ensure_loaded(conn: connection, schema: str, size: int, seed: int,
 
 # --- the floor -----------------------------------------------------------------
 
+
 def _seed_values(name: str, columns: Sequence[str]) -> sql.Composable:
     with (SEEDS / f"{name}.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     return sql.SQL(", ").join(
-        sql.SQL("({})").format(sql.SQL(", ").join(
-            [sql.Literal(int(row[columns[0]]))] + [sql.Literal(row[c]) for c in columns[1:]]))
+        sql.SQL("({})").format(
+            sql.SQL(", ").join([sql.Literal(int(row[columns[0]]))] + [sql.Literal(row[c]) for c in columns[1:]])
+        )
         for row in rows
     )
 
@@ -252,6 +268,7 @@ def run_floor(conn: connection, statements: list[sql.Composed], target: str) -> 
 
 # --- the project -----------------------------------------------------------------
 
+
 @dataclass
 class ProjectRun:
     seconds: float
@@ -270,10 +287,15 @@ def _job_breakdown(job: str, source: str, wall: float | None) -> dict[str, float
         return known
     if (payload.get("args", {}).get("vars") or {}).get("campaign_schema") != source:
         return known  # another orchestrate.py run (a test suite?) wrote it meanwhile
-    split = {"wall": wall or 0.0, "dbt_elapsed": float(payload.get("elapsed_time") or 0.0),
-             "model": 0.0, "tests": 0.0, "other": 0.0}
+    split = {
+        "wall": wall or 0.0,
+        "dbt_elapsed": float(payload.get("elapsed_time") or 0.0),
+        "model": 0.0,
+        "tests": 0.0,
+        "other": 0.0,
+    }
     for result in payload.get("results", []):
-        kind, _, name = (result["unique_id"].split(".") + ["", ""])[:3]
+        kind, _, name = [*result["unique_id"].split("."), "", ""][:3]
         seconds = float(result.get("execution_time") or 0.0)
         if kind == "model" and name.lower() in AGGREGATES:
             split["model"] += seconds
@@ -294,7 +316,10 @@ def run_project(
         started = time.monotonic()
         process = subprocess.Popen(
             [sys.executable, str(ORCHESTRATE), "run", "--vars", dbt_vars],
-            stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=PROJECT_ROOT,
         )
         sampler = PeakMemory(process.pid)
         sampler.start()
@@ -303,14 +328,21 @@ def run_project(
         peak = sampler.stop()
     text = output.read_text(errors="replace")
     with log_file.open("a") as log:
-        log.write(f"\n=== orchestrate.py run --vars {dbt_vars} (CAMPAIGN_CUBES_SCHEMA={published}):"
-                  f" exit {code} in {seconds:.1f} s\n{text}")
+        log.write(
+            f"\n=== orchestrate.py run --vars {dbt_vars} (CAMPAIGN_CUBES_SCHEMA={published}):"
+            f" exit {code} in {seconds:.1f} s\n{text}"
+        )
     if code != 0:
         raise BenchFailure(f"orchestrate.py run exited {code}; its output is in {log_file}")
-    walls = {job: float(m.group(1)) for job in JOBS
-             for m in [re.search(re.escape(job) + r": success in ([0-9.]+) s", text)] if m}
-    return ProjectRun(seconds=seconds, peak_kib=peak,
-                      jobs={job: _job_breakdown(job, source, walls.get(job)) for job in JOBS})
+    walls = {
+        job: float(m.group(1))
+        for job in JOBS
+        for m in [re.search(re.escape(job) + r": success in ([0-9.]+) s", text)]
+        if m
+    }
+    return ProjectRun(
+        seconds=seconds, peak_kib=peak, jobs={job: _job_breakdown(job, source, walls.get(job)) for job in JOBS}
+    )
 
 
 def drop_project_schemas(conn: connection, published: str) -> None:
@@ -344,6 +376,7 @@ def fdw_env(conn: connection, analytics: str) -> dict[str, str]:
 
 # --- the comparison ---------------------------------------------------------------
 
+
 def _columns(conn: connection, schema: str, table: str) -> list[tuple[str, str]]:
     with conn.cursor() as cur:
         cur.execute(
@@ -367,30 +400,40 @@ def compare(conn: connection, floor_schema: str, published: str) -> list[str]:
         floats = [name for name, kind in ours if kind == "double precision"]
         exact_list = sql.SQL(", ").join(map(sql.Identifier, exact))
         with conn.cursor() as cur:
-            cur.execute(sql.SQL(
-                "select (select count(*) from {a}), (select count(*) from {b}),"
-                " (select count(*) from (select {cols} from {a} except all select {cols} from {b}) as x),"
-                " (select count(*) from (select {cols} from {b} except all select {cols} from {a}) as y)"
-            ).format(a=floor_rel, b=pub_rel, cols=exact_list))
+            cur.execute(
+                sql.SQL(
+                    "select (select count(*) from {a}), (select count(*) from {b}),"
+                    " (select count(*) from (select {cols} from {a} except all select {cols} from {b}) as x),"
+                    " (select count(*) from (select {cols} from {b} except all select {cols} from {a}) as y)"
+                ).format(a=floor_rel, b=pub_rel, cols=exact_list)
+            )
             floor_rows, pub_rows, only_floor, only_pub = cur.fetchone()
             if only_floor or only_pub:
-                problems.append(f"{table}: {only_floor} rows only in the floor ({floor_rows} rows), "
-                                f"{only_pub} only in the published table ({pub_rows} rows)")
+                problems.append(
+                    f"{table}: {only_floor} rows only in the floor ({floor_rows} rows), "
+                    f"{only_pub} only in the published table ({pub_rows} rows)"
+                )
                 continue
             # the grain is unique: pair the rows on it (NULL dates pair with NULL dates)
             keys = sql.SQL(" and ").join(
-                sql.SQL("a.{c} is not distinct from b.{c}").format(c=sql.Identifier(c)) for c in grain)
+                sql.SQL("a.{c} is not distinct from b.{c}").format(c=sql.Identifier(c)) for c in grain
+            )
             hash_keys = sql.SQL(" and ").join(
                 sql.SQL("coalesce(a.{c}::text, '') = coalesce(b.{c}::text, '')").format(c=sql.Identifier(c))
-                for c in grain)
+                for c in grain
+            )
             differ = sql.SQL(" or ").join(
-                sql.SQL("not (a.{c} is not distinct from b.{c}"
-                        " or abs(a.{c} - b.{c}) <= {tol} * greatest(abs(a.{c}), abs(b.{c})))").format(
-                    c=sql.Identifier(c), tol=sql.Literal(FLOAT_TOLERANCE))
-                for c in floats)
-            cur.execute(sql.SQL(
-                "select count(*) filter (where {differ}) from {a} as a join {b} as b on {hash_keys} and {keys}"
-            ).format(differ=differ, a=floor_rel, b=pub_rel, hash_keys=hash_keys, keys=keys))
+                sql.SQL(
+                    "not (a.{c} is not distinct from b.{c}"
+                    " or abs(a.{c} - b.{c}) <= {tol} * greatest(abs(a.{c}), abs(b.{c})))"
+                ).format(c=sql.Identifier(c), tol=sql.Literal(FLOAT_TOLERANCE))
+                for c in floats
+            )
+            cur.execute(
+                sql.SQL(
+                    "select count(*) filter (where {differ}) from {a} as a join {b} as b on {hash_keys} and {keys}"
+                ).format(differ=differ, a=floor_rel, b=pub_rel, hash_keys=hash_keys, keys=keys)
+            )
             (float_diffs,) = cur.fetchone()
             if float_diffs:
                 problems.append(f"{table}: {float_diffs} rows differ in {', '.join(floats)} beyond {FLOAT_TOLERANCE}")
@@ -398,6 +441,7 @@ def compare(conn: connection, floor_schema: str, published: str) -> list[str]:
 
 
 # --- the report ---------------------------------------------------------------------
+
 
 @dataclass
 class SizeResult:
@@ -425,8 +469,10 @@ def server_header(conn: connection) -> list[str]:
     with conn.cursor() as cur:
         cur.execute("select version()")
         (version,) = cur.fetchone()
-        cur.execute("select name, current_setting(name) from pg_settings where name = any(%s) order by name",
-                    (list(SERVER_SETTINGS),))
+        cur.execute(
+            "select name, current_setting(name) from pg_settings where name = any(%s) order by name",
+            (list(SERVER_SETTINGS),),
+        )
         settings = dict(cur.fetchall())
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
@@ -454,13 +500,16 @@ def fmt_size(size: int) -> str:
 
 
 def table_lines(results: list[SizeResult]) -> list[str]:
-    header = (f"{'size':>6} {'fact rows':>11} {'floor s':>8} {'project s':>10} {'ratio':>6} "
-              f"{'rows/s':>9} {'peak MiB':>9} {'first s':>8} {'ratio1':>6}")
+    header = (
+        f"{'size':>6} {'fact rows':>11} {'floor s':>8} {'project s':>10} {'ratio':>6} "
+        f"{'rows/s':>9} {'peak MiB':>9} {'first s':>8} {'ratio1':>6}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
             f"{fmt_size(r.size):>6} {r.fact_rows:>11,} {r.floor:>8.2f} {r.steady.seconds:>10.2f} {r.ratio:>6.2f} "
-            f"{r.fact_rows / r.steady.seconds:>9,.0f} {max(run.peak_kib for run in [r.first, *r.steadies]) / 1024:>9.0f} "
+            f"{r.fact_rows / r.steady.seconds:>9,.0f} "
+            f"{max(run.peak_kib for run in [r.first, *r.steadies]) / 1024:>9.0f} "
             f"{r.first.seconds:>8.2f} {r.first.seconds / r.floor:>6.2f}"
         )
     return lines
@@ -472,8 +521,10 @@ def breakdown_lines(result: SizeResult) -> list[str]:
     for job in JOBS:
         split = run.jobs.get(job, {})
         if "dbt_elapsed" not in split:
-            lines.append(f"#   {fmt_size(result.size)} {job}: {split.get('wall', float('nan')):.1f} s"
-                         " (no split: another run overwrote its run_results.json)")
+            lines.append(
+                f"#   {fmt_size(result.size)} {job}: {split.get('wall', float('nan')):.1f} s"
+                " (no split: another run overwrote its run_results.json)"
+            )
             continue
         lines.append(
             f"#   {fmt_size(result.size)} {job}: {split['wall']:.1f} s = dbt start-up"
@@ -482,12 +533,14 @@ def breakdown_lines(result: SizeResult) -> list[str]:
             f" tests {split['tests']:.1f}, seeds/views/hooks {split['other']:.1f})"
         )
     walls = sum(split.get("wall", 0.0) for split in run.jobs.values())
-    lines.append(f"#   {fmt_size(result.size)} orchestrate.py itself (start-up, locks, history): "
-                 f"{run.seconds - walls:.1f} s")
+    lines.append(
+        f"#   {fmt_size(result.size)} orchestrate.py itself (start-up, locks, history): {run.seconds - walls:.1f} s"
+    )
     return lines
 
 
 # --- main ---------------------------------------------------------------------------
+
 
 def parse_sizes(text: str) -> list[int]:
     try:
@@ -501,18 +554,25 @@ def parse_sizes(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bench/run.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=parse_sizes, default=[1_000_000, 10_000_000],
-                        help="comma-separated sizes: N propositions and N events each (default: 1000000,10000000)")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="floor and steady runs per size; the best of each counts (default: 2)")
+        prog="bench/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=[1_000_000, 10_000_000],
+        help="comma-separated sizes: N propositions and N events each (default: 1000000,10000000)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="floor and steady runs per size; the best of each counts (default: 2)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default: 1)")
     parser.add_argument("--reload", action="store_true", help="regenerate the data even if already loaded")
     parser.add_argument("--timezone", default="UTC", help="reporting_timezone of both (default: UTC)")
-    parser.add_argument("--schema-prefix", default="bench",
-                        help="schemas used: <prefix>_campaign_<N>, <prefix>_cubes(_staging, _audit), "
-                             "<prefix>_floor (default: bench)")
+    parser.add_argument(
+        "--schema-prefix",
+        default="bench",
+        help="schemas used: <prefix>_campaign_<N>, <prefix>_cubes(_staging, _audit), <prefix>_floor (default: bench)",
+    )
     parser.add_argument(
         "--topology",
         choices=("in-database", "fdw"),
@@ -521,8 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
         "<prefix>_analytics on the same server, reading the tables through postgres_fdw (CAMPAIGN_SOURCE_DSN); "
         "the floor then reads the same linked tables",
     )
-    parser.add_argument("--log", type=Path, default=PROJECT_ROOT / "target" / "bench" / "orchestrate.log",
-                        help="where orchestrate.py's output goes (default: target/bench/orchestrate.log)")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=PROJECT_ROOT / "target" / "bench" / "orchestrate.log",
+        help="where orchestrate.py's output goes (default: target/bench/orchestrate.log)",
+    )
     return parser
 
 
@@ -556,16 +620,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# topology: {args.topology}" + (f" (cubes in database {topology_env['PGDATABASE']})" if topology_env else ""),
         flush=True,
     )
-    print(f"# size N = N propositions + N events (nmseventhisto); best of {args.repeat} for floor and project;"
-          f" orchestrate.py output in {args.log}", flush=True)
+    print(
+        f"# size N = N propositions + N events (nmseventhisto); best of {args.repeat} for floor and project;"
+        f" orchestrate.py output in {args.log}",
+        flush=True,
+    )
     results: list[SizeResult] = []
     try:
         for size in sorted(set(args.sizes)):
             source = source_schema(args.schema_prefix, size)
             counts, load_seconds = ensure_loaded(conn, source, size, args.seed, args.reload)
-            print(f"# {fmt_size(size)}: {source}: " + ", ".join(f"{t} {n:,}" for t, n in counts.items())
-                  + (f" (generated in {load_seconds:.1f} s)" if load_seconds is not None else " (reused)"),
-                  flush=True)
+            print(
+                f"# {fmt_size(size)}: {source}: "
+                + ", ".join(f"{t} {n:,}" for t, n in counts.items())
+                + (f" (generated in {load_seconds:.1f} s)" if load_seconds is not None else " (reused)"),
+                flush=True,
+            )
             drop_project_schemas(work, published)
             first = run_project(source, published, args.timezone, args.log, topology_env)
             # with fdw the floor reads the tables the first run linked, as the project does
@@ -576,15 +646,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _ in range(args.repeat):
                 floors.append(run_floor(work, statements, floor_schema))
                 steadies.append(run_project(source, published, args.timezone, args.log, topology_env))
-            print(f"# {fmt_size(size)}: first run {first.seconds:.1f} s ({first.peak_kib / 1024:.0f} MiB); floor "
-                  + ", ".join(f"{sum(run):.1f} ({' + '.join(f'{s:.1f}' for s in run)})" for run in floors)
-                  + " s (propositions + events); steady runs "
-                  + ", ".join(f"{run.seconds:.1f} s ({run.peak_kib / 1024:.0f} MiB)" for run in steadies),
-                  flush=True)
+            print(
+                f"# {fmt_size(size)}: first run {first.seconds:.1f} s ({first.peak_kib / 1024:.0f} MiB); floor "
+                + ", ".join(f"{sum(run):.1f} ({' + '.join(f'{s:.1f}' for s in run)})" for run in floors)
+                + " s (propositions + events); steady runs "
+                + ", ".join(f"{run.seconds:.1f} s ({run.peak_kib / 1024:.0f} MiB)" for run in steadies),
+                flush=True,
+            )
             problems = compare(work, floor_schema, published)
             if problems:
-                raise BenchFailure("the floor and the project disagree at " + fmt_size(size) + ":\n  "
-                                   + "\n  ".join(problems))
+                raise BenchFailure(
+                    "the floor and the project disagree at " + fmt_size(size) + ":\n  " + "\n  ".join(problems)
+                )
             result = SizeResult(size, sum(counts.values()), load_seconds, first, floors, steadies)
             results.append(result)
             for line in breakdown_lines(result):
@@ -601,8 +674,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if work is not conn:
             work.close()
         conn.close()
-    print("# floor/project: seconds (best); ratio = project / floor; rows/s = fact rows / project seconds;"
-          " peak MiB = orchestrate.py + dbt RSS; first = first run (nothing published yet)")
+    print(
+        "# floor/project: seconds (best); ratio = project / floor; rows/s = fact rows / project seconds;"
+        " peak MiB = orchestrate.py + dbt RSS; first = first run (nothing published yet)"
+    )
     for line in table_lines(results):
         print(line)
     print(f"ratio_vs_floor={results[-1].ratio:.2f}")

@@ -43,7 +43,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -52,11 +52,18 @@ import psycopg2
 import yaml
 
 from campaign_cubes import PROJECT_ROOT, localpg, logs
-from campaign_cubes.history import HistoryUnavailable
 from campaign_cubes.failures import config_problem, describe_exception, login_problem
+from campaign_cubes.history import HistoryUnavailable
 from campaign_cubes.outcomes import (
-    EXIT_BUSY, EXIT_CONFIG, EXIT_DATABASE, EXIT_DBT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT,
-    EXIT_TRANSIENT, EXIT_UNEXPECTED,
+    EXIT_BUSY,
+    EXIT_CONFIG,
+    EXIT_DATABASE,
+    EXIT_DBT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_TRANSIENT,
+    EXIT_UNEXPECTED,
 )
 from campaign_cubes.timetable import ConfigError, Job, Schedule, SchedulerSettings, load_schedule, upcoming
 
@@ -73,13 +80,25 @@ SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 PUBLISHED_SCHEMA = re.compile(r"[a-z_][a-z0-9_$]*")
 PUBLISHED_SCHEMA_BYTES = 63 - len("_campaign")
 
-__all__ = ["EXIT_OK", "EXIT_DBT_FAILED", "EXIT_CONFIG", "EXIT_DATABASE", "EXIT_BUSY", "EXIT_TRANSIENT",
-           "EXIT_TIMEOUT", "EXIT_UNEXPECTED", "EXIT_INTERRUPTED", "build_parser", "main"]
+__all__ = [
+    "EXIT_BUSY",
+    "EXIT_CONFIG",
+    "EXIT_DATABASE",
+    "EXIT_DBT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_TRANSIENT",
+    "EXIT_UNEXPECTED",
+    "build_parser",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
 
 # --- helpers ---------------------------------------------------------------
+
 
 def show_progress(args: argparse.Namespace) -> bool:
     """--progress / --no-progress; by default on when a person watches the terminal."""
@@ -100,12 +119,12 @@ def published_schema() -> str:
     before the run history creates <schema>_audit: nothing is written for a bad one."""
     schema = os.environ.get("CAMPAIGN_CUBES_SCHEMA") or DEFAULT_SCHEMA
     too_long = len(schema.encode()) > PUBLISHED_SCHEMA_BYTES
-    if not PUBLISHED_SCHEMA.fullmatch(schema) or too_long or schema.startswith("pg_") \
-            or schema == "information_schema":
+    if not PUBLISHED_SCHEMA.fullmatch(schema) or too_long or schema.startswith("pg_") or schema == "information_schema":
         raise ConfigError(
             f"CAMPAIGN_CUBES_SCHEMA is {schema!r}; expected lower-case letters, digits, _ or $ (not first), "
             f"at most {PUBLISHED_SCHEMA_BYTES} bytes so that its _staging, _audit and _campaign schemas fit "
-            "PostgreSQL's 63, and not pg_* or information_schema; nothing was written")
+            "PostgreSQL's 63, and not pg_* or information_schema; nothing was written"
+        )
     return schema
 
 
@@ -114,16 +133,17 @@ def parse_instant(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 instant (e.g. 2026-03-29T03:00:00+02:00): "
-                                         f"{text!r}") from None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 instant (e.g. 2026-03-29T03:00:00+02:00): {text!r}"
+        ) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     if not INSTANT_YEARS[0] <= moment.year <= INSTANT_YEARS[1]:  # before any arithmetic can overflow
-        raise argparse.ArgumentTypeError(f"must be in the years {INSTANT_YEARS[0]}-{INSTANT_YEARS[1]}, "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be in the years {INSTANT_YEARS[0]}-{INSTANT_YEARS[1]}, got {text!r}")
     return moment
 
 
 # --- command-line values: each is checked before anything runs (argparse "type=") ------------
+
 
 def _whole(text: str, minimum: int, maximum: int | None = None) -> int:
     try:
@@ -176,16 +196,16 @@ def dbt_vars(text: str) -> str:
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         raise argparse.ArgumentTypeError(f"not valid YAML{at}: {text!r}") from None
     if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise argparse.ArgumentTypeError(f"must be a YAML mapping of names to values, e.g. "
-                                         f"'{{campaign_schema: public}}', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be a YAML mapping of names to values, e.g. '{{campaign_schema: public}}', got {text!r}"
+        )
     return text
 
 
 def schema_name(text: str) -> str:
     """A schema to create: a plain PostgreSQL identifier, never quoted into SQL or paths raw."""
     if not SCHEMA_NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"must be a letter or _ then letters, digits or _ (at most 63), "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a letter or _ then letters, digits or _ (at most 63), got {text!r}")
     return text
 
 
@@ -213,8 +233,9 @@ def read_schedule(args: argparse.Namespace) -> Schedule:
 
 def run_settings(schedule: Schedule, args: argparse.Namespace) -> SchedulerSettings:
     """[scheduler] settings with the command line's overrides."""
-    overrides = {key: value for key, value in (("timeout_seconds", args.timeout), ("retries", args.retries))
-                 if value is not None}
+    overrides = {
+        key: value for key, value in (("timeout_seconds", args.timeout), ("retries", args.retries)) if value is not None
+    }
     if overrides.get("retries", 0) < 0 or overrides.get("timeout_seconds", 1) <= 0:
         raise ConfigError("--retries must be >= 0 and --timeout > 0")
     return dataclasses.replace(schedule.settings, **overrides)
@@ -230,6 +251,7 @@ def stop_on_sigterm() -> None:
 
 
 # --- commands ----------------------------------------------------------------
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from campaign_cubes.history import PgHistory
@@ -247,24 +269,45 @@ def cmd_run(args: argparse.Namespace) -> int:
         history = connect_with_retries(lambda: PgHistory.connect(published_schema(), "run"), settings, clock, "run")
     except ConfigError as problem:  # the login was refused: no retry can fix it
         log.error("run: configuration: %s", problem)
-        hook(RunResult(",".join(job.name for job in jobs), None, "manual", CONFIG_ERROR, EXIT_CONFIG,
-                       message=str(problem)))
+        hook(
+            RunResult(
+                ",".join(job.name for job in jobs), None, "manual", CONFIG_ERROR, EXIT_CONFIG, message=str(problem)
+            )
+        )
         return EXIT_CONFIG
     except HistoryUnavailable as problem:
         log.error("run: database unreachable: %s", problem)
-        hook(RunResult(",".join(job.name for job in jobs), None, "manual", UNREACHABLE, EXIT_DATABASE,
-                       message=str(problem)))
+        hook(
+            RunResult(
+                ",".join(job.name for job in jobs), None, "manual", UNREACHABLE, EXIT_DATABASE, message=str(problem)
+            )
+        )
         return EXIT_DATABASE
     try:
         # A manual run records no slot: it does not stand in for the next scheduled one.
-        results = [execute(job, None, "manual", history=history, runner=dbt_runner(args.vars, show_progress(args)),
-                           settings=settings, clock=clock, hook=hook) for job in jobs]
+        results = [
+            execute(
+                job,
+                None,
+                "manual",
+                history=history,
+                runner=dbt_runner(args.vars, show_progress(args)),
+                settings=settings,
+                clock=clock,
+                hook=hook,
+            )
+            for job in jobs
+        ]
     finally:
         history.close()
     failed = [result for result in results if result.exit_code != EXIT_OK]
     if failed:
-        log.error("run: %d of %d jobs did not succeed: %s", len(failed), len(jobs),
-                  ", ".join(f"{result.job} ({result.outcome})" for result in failed))
+        log.error(
+            "run: %d of %d jobs did not succeed: %s",
+            len(failed),
+            len(jobs),
+            ", ".join(f"{result.job} ({result.outcome})" for result in failed),
+        )
         return failed[0].exit_code
     log.info("run: %d jobs succeeded", len(jobs))
     return EXIT_OK
@@ -274,11 +317,18 @@ def cmd_next(args: argparse.Namespace) -> int:
     schedule = read_schedule(args)
     if args.job:
         schedule.job(args.job)  # unknown names fail with the list of known ones
-    after = args.after or datetime.now(timezone.utc)
+    after = args.after or datetime.now(UTC)
     fires = upcoming(schedule, after, args.count, job=args.job)
     if args.json:
-        print(json.dumps({"timezone": schedule.timezone.key, "after": after.isoformat(),
-                          "fires": [{"job": name, "at": moment.isoformat()} for name, moment in fires]}))
+        print(
+            json.dumps(
+                {
+                    "timezone": schedule.timezone.key,
+                    "after": after.isoformat(),
+                    "fires": [{"job": name, "at": moment.isoformat()} for name, moment in fires],
+                }
+            )
+        )
         return EXIT_OK
     for name, moment in fires:
         print(f"{name} {moment.isoformat()}")
@@ -297,9 +347,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     hook, clock, runner = failure_hook(settings), SystemClock(), dbt_runner(args.vars, show_progress(args))
     database_env()
     stop_on_sigterm()
+
     def execute_job(history: History, job: Job, slot: datetime, trigger: str) -> RunResult:
-        result = execute(job, slot, trigger, history=history, runner=runner, settings=settings, clock=clock,
-                         hook=hook)
+        result = execute(job, slot, trigger, history=history, runner=runner, settings=settings, clock=clock, hook=hook)
         if result.outcome == SUCCESS:
             refresh_docs(args.vars, Path(args.config))
         return result
@@ -319,11 +369,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         open_history=open_history,
         execute_job=execute_job,
         clock=clock,
-        on_unreachable=lambda message: hook(RunResult("*", None, "schedule", UNREACHABLE, EXIT_DATABASE,
-                                                      message=message)),
+        on_unreachable=lambda message: hook(
+            RunResult("*", None, "schedule", UNREACHABLE, EXIT_DATABASE, message=message)
+        ),
     )
-    log.info("serve: schedules in %s: %s", schedule.timezone.key,
-             ", ".join(f"{job.name} '{job.cron}'" for job in schedule.jobs))
+    log.info(
+        "serve: schedules in %s: %s",
+        schedule.timezone.key,
+        ", ".join(f"{job.name} '{job.cron}'" for job in schedule.jobs),
+    )
     return scheduler.serve(once=args.once)
 
 
@@ -388,7 +442,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     jobs = [schedule.job(args.job)] if args.job else list(schedule.jobs)
     database_env()
     history = PgHistory.connect(published_schema(), "status")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         if args.json:
             print(json.dumps(status_document(schedule, history, now, jobs, args.limit)))
@@ -413,8 +467,12 @@ def cmd_load_demo(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     finally:
         connection.close()
-    log.info("demo data loaded into %s in %.1f s: %s", args.schema, time.monotonic() - started,
-             ", ".join(f"{table} {rows}" for table, rows in counts.items()))
+    log.info(
+        "demo data loaded into %s in %.1f s: %s",
+        args.schema,
+        time.monotonic() - started,
+        ", ".join(f"{table} {rows}" for table, rows in counts.items()),
+    )
     return EXIT_OK
 
 
@@ -440,8 +498,9 @@ def cmd_db(args: argparse.Namespace) -> int:
     server = localpg.LocalServer.discover()
     if args.action == "start":
         connection = server.start()
-        log.info("project-local PostgreSQL running on %s:%s (data in %s)",
-                 connection.host, connection.port, server.data_dir)
+        log.info(
+            "project-local PostgreSQL running on %s:%s (data in %s)", connection.host, connection.port, server.data_dir
+        )
     elif args.action == "stop":
         log.info("stopped" if server.stop() else "was not running")
     elif args.action == "status":
@@ -463,6 +522,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 # --- command line ------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=Path(sys.argv[0]).name or "orchestrate.py",
@@ -470,11 +530,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--log-format", choices=logs.FORMATS, default="text",
-                        help="text lines for people, or one JSON object per line (time, level, job, run_id, "
-                             "event, message, fields) for log collectors (default: text)")
-    parser.add_argument("--config", default=str(CONFIG_FILE), metavar="TOML",
-                        help="jobs and [scheduler] settings (default: orchestrate.toml beside this script)")
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text lines for people, or one JSON object per line (time, level, job, run_id, "
+        "event, message, fields) for log collectors (default: text)",
+    )
+    parser.add_argument(
+        "--config",
+        default=str(CONFIG_FILE),
+        metavar="TOML",
+        help="jobs and [scheduler] settings (default: orchestrate.toml beside this script)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -483,22 +551,39 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     def add_timezone(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--timezone", metavar="ZONE",
-                             help="IANA zone of the schedules (default: orchestrate.toml, "
-                                  "$CAMPAIGN_CUBES_TIMEZONE, else the host's zone)")
+        command.add_argument(
+            "--timezone",
+            metavar="ZONE",
+            help="IANA zone of the schedules (default: orchestrate.toml, "
+            "$CAMPAIGN_CUBES_TIMEZONE, else the host's zone)",
+        )
 
     def add_timeout(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--timeout", type=seconds, metavar="SECONDS",
-                             help="overall limit of a run, retries included; then dbt gets SIGINT so it "
-                                  "cancels its queries (default: [scheduler] timeout_seconds, 10800)")
-        command.add_argument("--retries", type=non_negative_int, metavar="N",
-                             help="retries after a transient failure (default: [scheduler] retries, 2)")
-        command.add_argument("--vars", type=dbt_vars, metavar="YAML",
-                             help="dbt vars for the builds, e.g. '{campaign_schema: public, "
-                                  "reporting_timezone: Europe/Paris}'")
-        command.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                             help="one line per dbt node and publication step as the build goes "
-                                  "(default: on when stdout is a terminal)")
+        command.add_argument(
+            "--timeout",
+            type=seconds,
+            metavar="SECONDS",
+            help="overall limit of a run, retries included; then dbt gets SIGINT so it "
+            "cancels its queries (default: [scheduler] timeout_seconds, 10800)",
+        )
+        command.add_argument(
+            "--retries",
+            type=non_negative_int,
+            metavar="N",
+            help="retries after a transient failure (default: [scheduler] retries, 2)",
+        )
+        command.add_argument(
+            "--vars",
+            type=dbt_vars,
+            metavar="YAML",
+            help="dbt vars for the builds, e.g. '{campaign_schema: public, reporting_timezone: Europe/Paris}'",
+        )
+        command.add_argument(
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="one line per dbt node and publication step as the build goes (default: on when stdout is a terminal)",
+        )
 
     run = add("run", cmd_run, "build, test and publish the named jobs now (default: all)")
     run.add_argument("jobs", nargs="*", metavar="JOB", help="agg_messageCenter_full, agg_nmspropositionrcp_full")
@@ -506,8 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_timeout(run)
 
     serve = add("serve", cmd_serve, "run each job's latest slot once (catch-up), then every slot until stopped")
-    serve.add_argument("--once", action="store_true",
-                       help="look once (run what is due, catch-up included) and exit with its code")
+    serve.add_argument(
+        "--once", action="store_true", help="look once (run what is due, catch-up included) and exit with its code"
+    )
     add_timezone(serve)
     add_timeout(serve)
 
@@ -519,19 +605,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     nxt = add("next", cmd_next, "print the next fire times, one '<job> <ISO 8601 instant>' per line")
     nxt.add_argument("--job", help="only this job")
-    nxt.add_argument("--after", type=parse_instant, metavar="ISO8601",
-                     help="start after this instant (default: now; naive = UTC)")
+    nxt.add_argument(
+        "--after", type=parse_instant, metavar="ISO8601", help="start after this instant (default: now; naive = UTC)"
+    )
     nxt.add_argument("--count", type=fire_count, default=3, help="fires per job (default: 3)")
     nxt.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     add_timezone(nxt)
 
     def add_demo_size(command: argparse.ArgumentParser) -> None:
         command.add_argument("--propositions", type=non_negative_int, default=20_000, help="propositions to generate")
-        command.add_argument("--events", type=non_negative_int, default=20_000,
-                             help="Message Center events to generate")
+        command.add_argument(
+            "--events", type=non_negative_int, default=20_000, help="Message Center events to generate"
+        )
         command.add_argument("--seed", type=demo_seed, default=1, help="generator seed (same seed, same data)")
-        command.add_argument("--schema", type=schema_name, default=DEMO_SCHEMA,
-                             help=f"schema to load (default: {DEMO_SCHEMA})")
+        command.add_argument(
+            "--schema", type=schema_name, default=DEMO_SCHEMA, help=f"schema to load (default: {DEMO_SCHEMA})"
+        )
 
     load = add("load-demo", cmd_load_demo, "(re)generate the deterministic demo Campaign tables")
     add_demo_size(load)
@@ -549,20 +638,37 @@ def build_parser() -> argparse.ArgumentParser:
     db = add("db", cmd_db, "the project-local PostgreSQL: start, stop, status, env (shell exports)")
     db.add_argument("action", choices=["start", "stop", "status", "env"])
     docs = add("docs", cmd_docs, "generate the docs site (one self-contained page); --serve it on 127.0.0.1")
-    docs.add_argument("--out", type=Path, default=SITE_DIR, metavar="DIR",
-                      help="folder of the site's index.html (default: site/)")
+    docs.add_argument(
+        "--out", type=Path, default=SITE_DIR, metavar="DIR", help="folder of the site's index.html (default: site/)"
+    )
     docs.add_argument("--serve", action="store_true", help="then serve it on http://127.0.0.1:PORT/ until Ctrl-C")
     docs.add_argument("--port", type=port_number, metavar="N", help="port for --serve (default: 8080)")
-    docs.add_argument("--vars", type=dbt_vars, metavar="YAML",
-                      help="dbt vars the jobs run with, so the site describes them")
+    docs.add_argument(
+        "--vars", type=dbt_vars, metavar="YAML", help="dbt vars the jobs run with, so the site describes them"
+    )
 
     report = add("report", cmd_report, "write the offer and Message Center report: index.html and PNG charts")
-    report.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports", metavar="DIR",
-                        help="folder of index.html and charts/ (default: reports/)")
-    report.add_argument("--from", dest="date_from", type=iso_date, metavar="DATE",
-                        help="first day, YYYY-MM-DD (default: the first day in the aggregates)")
-    report.add_argument("--to", dest="date_to", type=iso_date, metavar="DATE",
-                        help="last day, inclusive (default: the last day in the aggregates)")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT / "reports",
+        metavar="DIR",
+        help="folder of index.html and charts/ (default: reports/)",
+    )
+    report.add_argument(
+        "--from",
+        dest="date_from",
+        type=iso_date,
+        metavar="DATE",
+        help="first day, YYYY-MM-DD (default: the first day in the aggregates)",
+    )
+    report.add_argument(
+        "--to",
+        dest="date_to",
+        type=iso_date,
+        metavar="DATE",
+        help="last day, inclusive (default: the last day in the aggregates)",
+    )
 
     doctor = add(
         "doctor",

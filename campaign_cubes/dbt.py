@@ -61,8 +61,11 @@ def scrubbed_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def dbt_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """dbt's environment: scrubbed, but with the database passwords it logs in with."""
-    keep = {name: value for name, value in os.environ.items()
-            if name.upper() in DATABASE_SECRETS or name.startswith(_DBT_SECRET_PREFIX)}
+    keep = {
+        name: value
+        for name, value in os.environ.items()
+        if name.upper() in DATABASE_SECRETS or name.startswith(_DBT_SECRET_PREFIX)
+    }
     return {**scrubbed_env(), **keep, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **(extra or {})}
 
 
@@ -127,7 +130,9 @@ def dbt_executable() -> str:
         return str(beside)
     found = shutil.which("dbt")
     if found is None:
-        raise FileNotFoundError("dbt is not installed in this environment (./cubes.sh setup, or pip install -r requirements.lock)")
+        raise FileNotFoundError(
+            "dbt is not installed in this environment (./cubes.sh setup, or pip install -r requirements.lock)"
+        )
     return found
 
 
@@ -201,12 +206,19 @@ def run_dbt(
     log_path.mkdir(parents=True, exist_ok=True)
     (target_path / "run_results.json").unlink(missing_ok=True)
     argv = [
-        dbt_executable(), *args,
-        "--log-format", "json", "--no-use-colors",
-        "--project-dir", str(PROJECT_ROOT),
-        "--profiles-dir", str(profiles_dir()),
-        "--target-path", str(target_path),
-        "--log-path", str(log_path),
+        dbt_executable(),
+        *args,
+        "--log-format",
+        "json",
+        "--no-use-colors",
+        "--project-dir",
+        str(PROJECT_ROOT),
+        "--profiles-dir",
+        str(profiles_dir()),
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(log_path),
     ]
     console_log = log_path / "console.log"
     started = time.monotonic()
@@ -214,13 +226,18 @@ def run_dbt(
     with console_log.open("w", encoding="utf-8") as sink:
         parent = os.getpid()
         process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dbt_env(env), cwd=PROJECT_ROOT,
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dbt_env(env),
+            cwd=PROJECT_ROOT,
             preexec_fn=(lambda: _interrupt_when_parent_dies(parent)) if sys.platform == "linux" else None,
         )
         assert process.stdout is not None
         # in this thread's context, so that progress lines carry the job being run
-        relay = threading.Thread(target=contextvars.copy_context().run,
-                                 args=(_relay, process.stdout, sink, on_event), daemon=True)
+        relay = threading.Thread(
+            target=contextvars.copy_context().run, args=(_relay, process.stdout, sink, on_event), daemon=True
+        )
         relay.start()
         try:
             process.wait(timeout=timeout)

@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ DEMO_MARKER = "campaign-cubes demo data (generated; safe to replace)"
 
 class DemoRefused(RuntimeError):
     """The target schema holds Campaign tables that are not demo data."""
+
 
 #: The seven Campaign tables, lookups first (the order in which they are filled).
 CAMPAIGN_TABLES: tuple[str, ...] = (
@@ -115,10 +117,9 @@ def _transaction(conn: connection) -> Iterator[cursor]:
             if not explicit:
                 conn.rollback()
             elif not conn.closed:
-                try:
+                # the connection may be gone, and the transaction with it: keep the first error
+                with contextlib.suppress(psycopg2.Error):
                     cur.execute("rollback")
-                except psycopg2.Error:
-                    pass  # the connection is gone: so is the transaction; keep the first error
             raise
         if explicit:
             cur.execute("commit")
@@ -195,14 +196,13 @@ def _row_counts(cur: cursor, schema: str) -> dict[str, int]:
     cur.execute(
         sql.SQL("select {}").format(
             sql.SQL(", ").join(
-                sql.SQL("(select count(*) from {})").format(sql.Identifier(schema, table))
-                for table in CAMPAIGN_TABLES
+                sql.SQL("(select count(*) from {})").format(sql.Identifier(schema, table)) for table in CAMPAIGN_TABLES
             )
         )
     )
     row = cur.fetchone()
     assert row is not None
-    return dict(zip(CAMPAIGN_TABLES, (int(count) for count in row)))
+    return dict(zip(CAMPAIGN_TABLES, (int(count) for count in row), strict=True))
 
 
 def load_demo(conn: connection, schema: str, size: DemoSize = DemoSize(), seed: int = 1) -> dict[str, int]:
@@ -222,8 +222,12 @@ def load_demo(conn: connection, schema: str, size: DemoSize = DemoSize(), seed: 
         cur.execute("set local synchronous_commit = off")
         _create_tables(cur, schema)
         _run_file(cur, "demo_data.sql", schema=ident, seed_base=sql.Literal(seed * 1000))
-        log.info("load-demo: %s: offers, spaces and deliveries written; %d propositions next",
-                 schema, size.propositions, extra=event("load", table="nmspropositionrcp", rows=size.propositions))
+        log.info(
+            "load-demo: %s: offers, spaces and deliveries written; %d propositions next",
+            schema,
+            size.propositions,
+            extra=event("load", table="nmspropositionrcp", rows=size.propositions),
+        )
         _set_jit(cur, size.propositions)
         _run_file(
             cur,

@@ -84,10 +84,12 @@ class Holder:
     user: str | None = None
 
     def describe(self) -> str:
-        details = [f"backend pid {self.backend_pid}" if self.backend_pid else "",
-                   f"user {self.user}" if self.user else "",
-                   f"client {self.client}" if self.client else "",
-                   f"since {self.since.isoformat(timespec='seconds')}" if self.since else ""]
+        details = [
+            f"backend pid {self.backend_pid}" if self.backend_pid else "",
+            f"user {self.user}" if self.user else "",
+            f"client {self.client}" if self.client else "",
+            f"since {self.since.isoformat(timespec='seconds')}" if self.since else "",
+        ]
         extra = ", ".join(d for d in details if d)
         return f"'{self.application_name or '?'}'" + (f" ({extra})" if extra else "")
 
@@ -108,8 +110,17 @@ class History(Protocol):
 
     def start(self, job: str, slot: datetime | None, trigger: str, at: datetime) -> int: ...
 
-    def finish(self, run_id: int, at: datetime, outcome: str, exit_code: int | None,
-               dbt_exit_code: int | None, attempts: int, failed_nodes: Sequence[str], message: str) -> None: ...
+    def finish(
+        self,
+        run_id: int,
+        at: datetime,
+        outcome: str,
+        exit_code: int | None,
+        dbt_exit_code: int | None,
+        attempts: int,
+        failed_nodes: Sequence[str],
+        message: str,
+    ) -> None: ...
 
     def slot_runs(self, job: str, slot: datetime) -> list[RunRecord]:
         """The runs recorded for one scheduled slot, oldest first."""
@@ -126,6 +137,7 @@ def _utc(moment: datetime) -> datetime:
 
 # --- PostgreSQL --------------------------------------------------------------------
 
+
 def lock_table(name: str) -> str:
     """The table of `<schema>_audit` whose EXCLUSIVE lock is the run lock `name`.
 
@@ -135,8 +147,10 @@ def lock_table(name: str) -> str:
     return f"run_lock_{slug}_{hashlib.blake2b(name.encode(), digest_size=4).hexdigest()}"
 
 
-_COLUMNS = ("run_id, job, slot, trigger, started_at, ended_at, outcome, exit_code, dbt_exit_code, "
-            "attempts, failed_nodes, message, pid, host")
+_COLUMNS = (
+    "run_id, job, slot, trigger, started_at, ended_at, outcome, exit_code, dbt_exit_code, "
+    "attempts, failed_nodes, message, pid, host"
+)
 
 _DDL = """
 create table if not exists {audit}.scheduler_runs (
@@ -213,8 +227,10 @@ class PgHistory:
         """`text` with {audit} and the given identifiers (str) or SQL parts (Composable)."""
         from psycopg2 import sql
 
-        return sql.SQL(text).format(audit=sql.Identifier(self.audit), **{
-            key: sql.Identifier(value) if isinstance(value, str) else value for key, value in parts.items()})
+        return sql.SQL(text).format(
+            audit=sql.Identifier(self.audit),
+            **{key: sql.Identifier(value) if isinstance(value, str) else value for key, value in parts.items()},
+        )
 
     def _create(self, statement: Any) -> None:
         """Run DDL in a transaction of its own, again when a concurrent creation collided."""
@@ -266,10 +282,12 @@ class PgHistory:
         keep = {key: params[key] for key in ("host", "port", "user", "dbname", "sslmode") if params.get(key)}
         try:
             return psycopg2.connect(
-                **keep, connect_timeout=10,
+                **keep,
+                connect_timeout=10,
                 application_name=self.connection.get_parameter_status("application_name") or "",
                 # the transaction holding the lock is idle by design: a server-wide timeout must not end it
-                options="-c idle_in_transaction_session_timeout=0")
+                options="-c idle_in_transaction_session_timeout=0",
+            )
         except psycopg2.OperationalError as exc:
             raise HistoryUnavailable(str(exc).strip()) from None
 
@@ -294,8 +312,7 @@ class PgHistory:
                 # LOCK assigns no transaction id and keeps no snapshot: holding it for hours
                 # holds back no vacuum. EXCLUSIVE conflicts with every mode but ACCESS SHARE,
                 # the only one a login without privileges can get (pg_relation_size & co).
-                cursor.execute(self._sql("lock table {audit}.{table} in exclusive mode nowait",
-                                         table=lock_table(name)))
+                cursor.execute(self._sql("lock table {audit}.{table} in exclusive mode nowait", table=lock_table(name)))
         except psycopg2.errors.LockNotAvailable:
             self._release(session)
             return self.holder(name) or Holder("(released meanwhile)")
@@ -318,7 +335,8 @@ class PgHistory:
                  and l.database = (select oid from pg_database where datname = current_database())
                  and l.relation = to_regclass(%s)
                  and l.pid <> pg_backend_pid() and l.pid <> all(%s::int[])""",
-            (self._lock_regclass(name), ours))
+            (self._lock_regclass(name), ours),
+        )
         if not rows:
             return None
         name_, pid, client, since, user = rows[0]
@@ -334,44 +352,65 @@ class PgHistory:
     def abandon_running(self, job: str, at: datetime) -> list[RunRecord]:
         if not self._table_exists():
             return []
-        rows = self._execute(self._sql(
-            f"""update {{audit}}.scheduler_runs
+        rows = self._execute(
+            self._sql(
+                f"""update {{audit}}.scheduler_runs
                 set outcome = 'abandoned', ended_at = %s,
                     message = 'its process died (lock free, row still running)'
-                where job = %s and outcome = 'running' returning {_COLUMNS}"""), (at, job))
+                where job = %s and outcome = 'running' returning {_COLUMNS}"""
+            ),
+            (at, job),
+        )
         return [_record(row) for row in rows]
 
     def start(self, job: str, slot: datetime | None, trigger: str, at: datetime) -> int:
         self.ensure_table()
-        [(run_id,)] = self._execute(self._sql(
-            """insert into {audit}.scheduler_runs (job, slot, trigger, started_at, pid, host)
-               values (%s, %s, %s, %s, %s, %s) returning run_id"""),
-            (job, slot, trigger, at, os.getpid(), socket.gethostname()))
+        [(run_id,)] = self._execute(
+            self._sql(
+                """insert into {audit}.scheduler_runs (job, slot, trigger, started_at, pid, host)
+               values (%s, %s, %s, %s, %s, %s) returning run_id"""
+            ),
+            (job, slot, trigger, at, os.getpid(), socket.gethostname()),
+        )
         return int(run_id)
 
-    def finish(self, run_id: int, at: datetime, outcome: str, exit_code: int | None,
-               dbt_exit_code: int | None, attempts: int, failed_nodes: Sequence[str], message: str) -> None:
-        self._execute(self._sql(
-            """update {audit}.scheduler_runs
+    def finish(
+        self,
+        run_id: int,
+        at: datetime,
+        outcome: str,
+        exit_code: int | None,
+        dbt_exit_code: int | None,
+        attempts: int,
+        failed_nodes: Sequence[str],
+        message: str,
+    ) -> None:
+        self._execute(
+            self._sql(
+                """update {audit}.scheduler_runs
                set ended_at = %s, outcome = %s, exit_code = %s, dbt_exit_code = %s, attempts = %s,
                    failed_nodes = %s, message = %s
-               where run_id = %s"""),
-            (at, outcome, exit_code, dbt_exit_code, attempts, list(failed_nodes), message, run_id))
+               where run_id = %s"""
+            ),
+            (at, outcome, exit_code, dbt_exit_code, attempts, list(failed_nodes), message, run_id),
+        )
 
     def slot_runs(self, job: str, slot: datetime) -> list[RunRecord]:
         if not self._table_exists():
             return []
-        rows = self._execute(self._sql(
-            f"select {_COLUMNS} from {{audit}}.scheduler_runs where job = %s and slot = %s order by run_id"),
-            (job, slot))
+        rows = self._execute(
+            self._sql(f"select {_COLUMNS} from {{audit}}.scheduler_runs where job = %s and slot = %s order by run_id"),
+            (job, slot),
+        )
         return [_record(row) for row in rows]
 
     def last_runs(self, job: str, limit: int) -> list[RunRecord]:
         if not self._table_exists():
             return []
-        rows = self._execute(self._sql(
-            f"select {_COLUMNS} from {{audit}}.scheduler_runs where job = %s order by run_id desc limit %s"),
-            (job, limit))
+        rows = self._execute(
+            self._sql(f"select {_COLUMNS} from {{audit}}.scheduler_runs where job = %s order by run_id desc limit %s"),
+            (job, limit),
+        )
         return [_record(row) for row in rows]
 
     def close(self) -> None:
@@ -400,10 +439,35 @@ def _close(connection: Any) -> None:
 
 
 def _record(row: Sequence[Any]) -> RunRecord:
-    (run_id, job, slot, trigger, started, ended, outcome, exit_code, dbt_exit_code,
-     attempts, failed_nodes, message, pid, host) = row
+    (
+        run_id,
+        job,
+        slot,
+        trigger,
+        started,
+        ended,
+        outcome,
+        exit_code,
+        dbt_exit_code,
+        attempts,
+        failed_nodes,
+        message,
+        pid,
+        host,
+    ) = row
     return RunRecord(
-        run_id=int(run_id), job=job, slot=_utc(slot) if slot else None, trigger=trigger,
-        started_at=_utc(started), ended_at=_utc(ended) if ended else None, outcome=outcome,
-        exit_code=exit_code, dbt_exit_code=dbt_exit_code, attempts=attempts,
-        failed_nodes=tuple(failed_nodes or ()), message=message or "", pid=pid, host=host or "")
+        run_id=int(run_id),
+        job=job,
+        slot=_utc(slot) if slot else None,
+        trigger=trigger,
+        started_at=_utc(started),
+        ended_at=_utc(ended) if ended else None,
+        outcome=outcome,
+        exit_code=exit_code,
+        dbt_exit_code=dbt_exit_code,
+        attempts=attempts,
+        failed_nodes=tuple(failed_nodes or ()),
+        message=message or "",
+        pid=pid,
+        host=host or "",
+    )

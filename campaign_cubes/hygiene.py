@@ -30,8 +30,11 @@ def _documented(node: dict[str, Any]) -> bool:
 
 
 def _column_problems(kind: str, name: str, node: dict[str, Any]) -> list[str]:
-    return [f"{kind} {name}: column {column} has no description"
-            for column, spec in node.get("columns", {}).items() if not _documented(spec)]
+    return [
+        f"{kind} {name}: column {column} has no description"
+        for column, spec in node.get("columns", {}).items()
+        if not _documented(spec)
+    ]
 
 
 def audited_by_publication(test: dict[str, Any], audit: dict[str, Any]) -> bool:
@@ -46,9 +49,12 @@ def audited_by_publication(test: dict[str, Any], audit: dict[str, Any]) -> bool:
 
 def audited_tag_problems(node: dict[str, Any], tests: list[dict[str, Any]]) -> list[str]:
     audit = node["config"].get("meta", {}).get("audit", {})
-    return [f"test {test['name']}: tagged {AUDITED_TAG}, but the publication's audit of {node['name']}"
-            " does not check it (nightly jobs would never run it)"
-            for test in tests if AUDITED_TAG in test.get("tags", []) and not audited_by_publication(test, audit)]
+    return [
+        f"test {test['name']}: tagged {AUDITED_TAG}, but the publication's audit of {node['name']}"
+        " does not check it (nightly jobs would never run it)"
+        for test in tests
+        if AUDITED_TAG in test.get("tags", []) and not audited_by_publication(test, audit)
+    ]
 
 
 def model_problems(node: dict[str, Any], tests: list[dict[str, Any]]) -> list[str]:
@@ -59,8 +65,11 @@ def model_problems(node: dict[str, Any], tests: list[dict[str, Any]]) -> list[st
         problems.append(f"model {name}: {path} is not where its layer's models live, or misnamed")
     if "One row per" not in (node.get("description") or "") and "one row per" not in (node.get("description") or ""):
         problems.append(f"model {name}: its description does not state the grain ('One row per ...')")
-    if node["depends_on"].get("nodes") and any(dep.startswith("source.") for dep in node["depends_on"]["nodes"]) \
-            and not path.startswith("models/staging/"):
+    if (
+        node["depends_on"].get("nodes")
+        and any(dep.startswith("source.") for dep in node["depends_on"]["nodes"])
+        and not path.startswith("models/staging/")
+    ):
         problems.append(f"model {name}: reads source() outside staging")
     if not node.get("columns"):
         problems.append(f"model {name}: no columns documented")
@@ -103,8 +112,11 @@ def undocumented_columns(manifest: dict[str, Any], catalog: dict[str, Any]) -> l
         if node is None or node["resource_type"] == "source":
             continue  # Campaign's own tables are documented as tables, not column by column
         documented = {name.lower() for name in node.get("columns", {})}
-        found += [f"{node['resource_type']} {node['name']}: column {column} is not documented"
-                  for column in built["columns"] if column.lower() not in documented]
+        found += [
+            f"{node['resource_type']} {node['name']}: column {column} is not documented"
+            for column in built["columns"]
+            if column.lower() not in documented
+        ]
     return found
 
 

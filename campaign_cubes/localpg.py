@@ -47,9 +47,13 @@ def hba_text(current: str) -> str:
     Comments and replication lines are kept as they are, in place; our rules come
     first (pg_hba.conf is read top down, first match wins).
     """
-    kept = [line for line in current.splitlines()
-            if line != HBA_MARKER and line not in HBA_RULES
-            and (not line.strip() or line.lstrip().startswith("#") or _is_replication_rule(line))]
+    kept = [
+        line
+        for line in current.splitlines()
+        if line != HBA_MARKER
+        and line not in HBA_RULES
+        and (not line.strip() or line.lstrip().startswith("#") or _is_replication_rule(line))
+    ]
     return "\n".join([HBA_MARKER, *HBA_RULES, *kept]) + "\n"
 
 
@@ -201,8 +205,7 @@ class LocalServer:
         done = self._run(argv)
         if done.returncode != 0:
             raise LocalServerError(
-                f"{what} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}"
-                f"\nServer log: {self.log_file}"
+                f"{what} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}\nServer log: {self.log_file}"
             )
 
     def is_running(self) -> bool:
@@ -222,8 +225,10 @@ class LocalServer:
         self._check(
             [
                 str(self.bindir / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", SUPERUSER,
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
                 "--auth=trust",  # loopback only, a developer's throwaway cluster; see _apply_hba
                 "--encoding=UTF8",
                 "--locale=C",
@@ -249,8 +254,17 @@ class LocalServer:
             options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
             self._check(
                 [
-                    str(self.bindir / "pg_ctl"), "start", "-w", "-t", "60",
-                    "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
+                    str(self.bindir / "pg_ctl"),
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-o",
+                    options,
                 ],
                 "starting PostgreSQL",
             )
@@ -270,8 +284,16 @@ class LocalServer:
 
     def _ensure_database(self, connection: Connection) -> None:
         psql = [
-            str(self.bindir / "psql"), "-h", connection.host, "-p", str(connection.port),
-            "-U", SUPERUSER, "-d", "postgres", "-tAc",
+            str(self.bindir / "psql"),
+            "-h",
+            connection.host,
+            "-p",
+            str(connection.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            "postgres",
+            "-tAc",
         ]
         exists = self._run([*psql, f"select 1 from pg_database where datname = '{DATABASE}'"])
         if exists.stdout.strip() != "1":

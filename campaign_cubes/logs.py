@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 FORMATS = ("text", "json")
@@ -54,7 +54,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             fields["traceback"] = self.formatException(record.exc_info)
         payload = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "job": _JOB.get(),
             "run_id": _RUN_ID.get(),
@@ -69,8 +69,9 @@ class JsonFormatter(logging.Formatter):
 def configure(verbose: bool, log_format: str = "text") -> None:
     """Log to stdout, in `log_format` ('text' or 'json'); debug records with `verbose`."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else
-                         logging.Formatter(TEXT_FORMAT, datefmt=TEXT_DATE_FORMAT))
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT, datefmt=TEXT_DATE_FORMAT)
+    )
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -52,13 +52,21 @@ def node_progress(job: str) -> EventSink:
         if name.startswith("Log") and name.endswith("Result"):
             fields = node_finished(data)
             if fields is not None:
-                log.info("%s: %s/%s %s %s %s%s in %.1f s", job, fields["index"], fields["total"],
-                         fields["resource_type"], fields["node"], fields["status"],
-                         "" if fields["rows"] is None else f", {fields['rows']} rows", fields["seconds"],
-                         extra=event("node", **fields))
+                log.info(
+                    "%s: %s/%s %s %s %s%s in %.1f s",
+                    job,
+                    fields["index"],
+                    fields["total"],
+                    fields["resource_type"],
+                    fields["node"],
+                    fields["status"],
+                    "" if fields["rows"] is None else f", {fields['rows']} rows",
+                    fields["seconds"],
+                    extra=event("node", **fields),
+                )
         elif name == "JinjaLogInfo":
             message = str(data.get("msg", ""))
             if message.startswith(STEP_PREFIX):
-                log.info("%s: %s", job, message[len(STEP_PREFIX):], extra=event("step", text=message))
+                log.info("%s: %s", job, message[len(STEP_PREFIX) :], extra=event("step", text=message))
 
     return show

@@ -131,8 +131,14 @@ class Scheduler:
         now = self.clock.now().astimezone(UTC)
         try:
             history = self._session()
-            due = due_slots(self.schedule, now, history.slot_runs, first_look=self._first_look,
-                            previous_look=self._previous_look, settled=self._settled)
+            due = due_slots(
+                self.schedule,
+                now,
+                history.slot_runs,
+                first_look=self._first_look,
+                previous_look=self._previous_look,
+                settled=self._settled,
+            )
             results = [self._run(history, each) for each in due]
         except HistoryUnavailable as problem:
             self.close()  # reconnect on the next tick
@@ -187,11 +193,15 @@ class Scheduler:
         self.clock.sleep(seconds)
         late = self.clock.now().timestamp() - planned
         if late > LATE_WAKE_SECONDS:
-            log.warning("serve: woke %.0f s late (suspended machine or clock change); "
-                        "the latest slot of each job is checked now", late)
+            log.warning(
+                "serve: woke %.0f s late (suspended machine or clock change); "
+                "the latest slot of each job is checked now",
+                late,
+            )
 
 
 # --- status -------------------------------------------------------------------------
+
 
 def _when(moment: datetime | None, schedule: Schedule) -> str:
     return moment.astimezone(schedule.timezone).isoformat(timespec="seconds") if moment else "-"
@@ -214,8 +224,11 @@ def _slot_state(runs: list[RunRecord], live: bool) -> str:
         return f"success (run {success.run_id})"
     last = runs[-1]
     if last.outcome == RUNNING:
-        return f"running (run {last.run_id})" if live else \
-            f"run {last.run_id} died (lock free); the next run of this job marks it abandoned"
+        return (
+            f"running (run {last.run_id})"
+            if live
+            else f"run {last.run_id} died (lock free); the next run of this job marks it abandoned"
+        )
     return f"{last.outcome} (run {last.run_id}, exit {last.exit_code}); no success"
 
 
@@ -230,8 +243,10 @@ def status_lines(schedule: Schedule, history: History, now: datetime, jobs: list
         [(_, next_slot)] = upcoming(schedule, now, 1, job=job.name)
         lines.append(f"{job.name}: cron '{job.cron}' in {schedule.timezone.key}")
         if slot is not None:
-            lines.append(f"  latest slot  {_when(slot, schedule)}  "
-                         f"{_slot_state(history.slot_runs(job.name, slot), holder is not None)}")
+            lines.append(
+                f"  latest slot  {_when(slot, schedule)}  "
+                f"{_slot_state(history.slot_runs(job.name, slot), holder is not None)}"
+            )
         lines.append(f"  next slot    {_when(next_slot, schedule)}")
         if holder is not None:
             lines.append(f"  running now  lock held by {holder.describe()}")
@@ -241,15 +256,26 @@ def status_lines(schedule: Schedule, history: History, now: datetime, jobs: list
             continue
         table = format_table(
             ["run", "trigger", "slot", "started", "duration", "outcome", "exit", "attempts", "failed nodes"],
-            [[run.run_id, run.trigger, _when(run.slot, schedule), _when(run.started_at, schedule),
-              _duration(run), run.outcome, "-" if run.exit_code is None else run.exit_code, run.attempts,
-              ", ".join(run.failed_nodes) or "-"] for run in runs])
+            [
+                [
+                    run.run_id,
+                    run.trigger,
+                    _when(run.slot, schedule),
+                    _when(run.started_at, schedule),
+                    _duration(run),
+                    run.outcome,
+                    "-" if run.exit_code is None else run.exit_code,
+                    run.attempts,
+                    ", ".join(run.failed_nodes) or "-",
+                ]
+                for run in runs
+            ],
+        )
         lines += ["  " + line.rstrip() for line in table.splitlines()] + [""]
     return lines
 
 
-def status_document(schedule: Schedule, history: History, now: datetime, jobs: list[Job],
-                    limit: int) -> dict[str, Any]:
+def status_document(schedule: Schedule, history: History, now: datetime, jobs: list[Job], limit: int) -> dict[str, Any]:
     """What status_lines says, for machines (`status --json`): instants in ISO 8601."""
 
     def instant(moment: datetime | None) -> str | None:
@@ -260,17 +286,27 @@ def status_document(schedule: Schedule, history: History, now: datetime, jobs: l
         holder = history.holder(job_lock(job.name))
         slot = latest_slot(job.cron, schedule.timezone, now)
         [(_, next_slot)] = upcoming(schedule, now, 1, job=job.name)
-        documents.append({
-            "job": job.name,
-            "cron": job.cron,
-            "selector": job.selector,
-            "latest_slot": instant(slot),
-            "latest_slot_state": (_slot_state(history.slot_runs(job.name, slot), holder is not None)
-                                  if slot is not None else None),
-            "next_slot": instant(next_slot),
-            "holder": None if holder is None else {**asdict(holder), "since": instant(holder.since)},
-            "last_runs": [{**asdict(run), "slot": instant(run.slot), "started_at": instant(run.started_at),
-                           "ended_at": instant(run.ended_at), "failed_nodes": list(run.failed_nodes)}
-                          for run in history.last_runs(job.name, limit)],
-        })
+        documents.append(
+            {
+                "job": job.name,
+                "cron": job.cron,
+                "selector": job.selector,
+                "latest_slot": instant(slot),
+                "latest_slot_state": (
+                    _slot_state(history.slot_runs(job.name, slot), holder is not None) if slot is not None else None
+                ),
+                "next_slot": instant(next_slot),
+                "holder": None if holder is None else {**asdict(holder), "since": instant(holder.since)},
+                "last_runs": [
+                    {
+                        **asdict(run),
+                        "slot": instant(run.slot),
+                        "started_at": instant(run.started_at),
+                        "ended_at": instant(run.ended_at),
+                        "failed_nodes": list(run.failed_nodes),
+                    }
+                    for run in history.last_runs(job.name, limit)
+                ],
+            }
+        )
     return {"timezone": schedule.timezone.key, "now": now.isoformat(), "jobs": documents}

@@ -10,21 +10,43 @@ from psycopg2 import sql
 
 # The published relations and the order that shows the most recent, biggest groups first.
 AGGREGATES = (
-    ("agg_messagecenter_full", "event_date desc nulls last, events desc",
-     ("event_date", "channel_label", "status_name", "event_type", "events", "processed_events",
-      "avg_processing_seconds")),
-    ("agg_nmspropositionrcp_full", "proposition_date desc nulls last, propositions desc",
-     ("proposition_date", "channel_label", "delivery_label", "offer_label", "propositions",
-      "accepted", "acceptance_rate")),
+    (
+        "agg_messagecenter_full",
+        "event_date desc nulls last, events desc",
+        (
+            "event_date",
+            "channel_label",
+            "status_name",
+            "event_type",
+            "events",
+            "processed_events",
+            "avg_processing_seconds",
+        ),
+    ),
+    (
+        "agg_nmspropositionrcp_full",
+        "proposition_date desc nulls last, propositions desc",
+        (
+            "proposition_date",
+            "channel_label",
+            "delivery_label",
+            "offer_label",
+            "propositions",
+            "accepted",
+            "acceptance_rate",
+        ),
+    ),
 )
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[_cell(value) for value in row] for row in rows]
     widths = [max([len(header), *(len(row[i]) for row in cells)]) for i, header in enumerate(headers)]
-    lines = ["  ".join(header.ljust(width) for header, width in zip(headers, widths)),
-             "  ".join("-" * width for width in widths)]
-    lines += ["  ".join(value.ljust(width) for value, width in zip(row, widths)) for row in cells]
+    lines = [
+        "  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True)),
+        "  ".join("-" * width for width in widths),
+    ]
+    lines += ["  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
 
 

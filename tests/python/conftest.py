@@ -19,11 +19,12 @@ import psycopg2.errors
 import pytest
 from psycopg2 import sql
 from psycopg2.extensions import connection
-from support import CubesBuild, run_cubes as run_cubes_in
 
 from campaign_cubes import localpg
 from campaign_cubes.dbt import DbtRun
 from campaign_cubes.demo import DemoSize, load_demo
+from support import CubesBuild
+from support import run_cubes as run_cubes_in
 
 TEST_SCHEMA_PREFIX = "cubes_test"
 # Small enough to build in seconds, large enough for every edge case and many groups.
@@ -49,8 +50,10 @@ def database() -> Iterator[str | None]:
     try:
         _admin(sql.SQL("create database {}").format(sql.Identifier(name)))
     except psycopg2.errors.InsufficientPrivilege as refusal:
-        print(f"\nconftest: cannot create a test database ({refusal.pgerror.strip()}); "
-              f"using {os.environ.get('PGDATABASE')} and dropping the {TEST_SCHEMA_PREFIX}* schemas afterwards")
+        print(
+            f"\nconftest: cannot create a test database ({refusal.pgerror.strip()}); "
+            f"using {os.environ.get('PGDATABASE')} and dropping the {TEST_SCHEMA_PREFIX}* schemas afterwards"
+        )
         yield None
         return
     configured = os.environ.get("PGDATABASE")

@@ -61,13 +61,16 @@ def _timestamp_caster(default: Any) -> Callable[[str | bytes | None, Any], Any]:
         if value in ("infinity", "-infinity") or value.endswith(" BC") or not re.match(r"^\d{4}-", value):
             return _unusable(value)
         return default(value, cursor)
+
     return cast
 
 
 _TIMESTAMPTZ = psycopg2.extensions.new_type(
-    (1184,), "REFERENCE_TIMESTAMPTZ", _timestamp_caster(psycopg2.extensions.PYDATETIMETZ))
+    (1184,), "REFERENCE_TIMESTAMPTZ", _timestamp_caster(psycopg2.extensions.PYDATETIMETZ)
+)
 _TIMESTAMP = psycopg2.extensions.new_type(
-    (1114,), "REFERENCE_TIMESTAMP", _timestamp_caster(psycopg2.extensions.PYDATETIME))
+    (1114,), "REFERENCE_TIMESTAMP", _timestamp_caster(psycopg2.extensions.PYDATETIME)
+)
 
 
 def fetch(connection: Any, schema: str, table: str) -> list[Row]:
@@ -179,20 +182,40 @@ def link_label(link: int, found: dict[int, Row], column: str, none_label: str) -
     return found[link][column]
 
 
-def propositions_cube(connection: Any, schema: str, zone_name: str,
-                      storage_zone: str | None = None) -> dict[tuple[Any, ...], Row]:
+def propositions_cube(
+    connection: Any, schema: str, zone_name: str, storage_zone: str | None = None
+) -> dict[tuple[Any, ...], Row]:
     zone = ZoneInfo(zone_name)
     storage = ZoneInfo(storage_zone) if storage_zone else None
-    tie = lambda *columns: (lambda row: tuple(_asc_nulls_last(row.get(c)) for c in columns))  # noqa: E731
-    latest = lambda *columns: (lambda row: tuple(_desc_nulls_last(row.get(c)) for c in columns))  # noqa: E731
-    facts = dedupe(fetch(connection, schema, "nmspropositionrcp"), "ipropositionid",
-                   latest("tslastmodified", "istatus", "tsevent"))
-    offers = {r["iofferid"]: r for r in dedupe(fetch(connection, schema, "nmsoffer"), "iofferid",
-                                               lambda r: (*latest("tslastmodified")(r), *tie("slabel", "sname")(r)))}
-    spaces = {r["iofferspaceid"]: r for r in dedupe(fetch(connection, schema, "nmsofferspace"), "iofferspaceid",
-                                                    lambda r: (*latest("tslastmodified")(r), *tie("ichannel", "slabel")(r)))}
-    deliveries = {r["ideliveryid"]: r for r in dedupe(fetch(connection, schema, "nmsdelivery"), "ideliveryid",
-                                                      lambda r: (*latest("tslastmodified")(r), *tie("imessagetype", "slabel")(r)))}
+    tie = lambda *columns: lambda row: tuple(_asc_nulls_last(row.get(c)) for c in columns)  # noqa: E731
+    latest = lambda *columns: lambda row: tuple(_desc_nulls_last(row.get(c)) for c in columns)  # noqa: E731
+    facts = dedupe(
+        fetch(connection, schema, "nmspropositionrcp"), "ipropositionid", latest("tslastmodified", "istatus", "tsevent")
+    )
+    offers = {
+        r["iofferid"]: r
+        for r in dedupe(
+            fetch(connection, schema, "nmsoffer"),
+            "iofferid",
+            lambda r: (*latest("tslastmodified")(r), *tie("slabel", "sname")(r)),
+        )
+    }
+    spaces = {
+        r["iofferspaceid"]: r
+        for r in dedupe(
+            fetch(connection, schema, "nmsofferspace"),
+            "iofferspaceid",
+            lambda r: (*latest("tslastmodified")(r), *tie("ichannel", "slabel")(r)),
+        )
+    }
+    deliveries = {
+        r["ideliveryid"]: r
+        for r in dedupe(
+            fetch(connection, schema, "nmsdelivery"),
+            "ideliveryid",
+            lambda r: (*latest("tslastmodified")(r), *tie("imessagetype", "slabel")(r)),
+        )
+    }
     channels = seed("campaign_channels")
 
     groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
@@ -213,28 +236,39 @@ def propositions_cube(connection: Any, schema: str, zone_name: str,
         weights = [w for w in (usable_weight(r["dweight"]) for r in rows) if w is not None]
         week, month, semester, year = levels(day)
         cube[(day, channel, delivery_id, offer_id)] = {
-            "proposition_week": week, "proposition_month": month,
-            "proposition_semester": semester, "proposition_year": year,
+            "proposition_week": week,
+            "proposition_month": month,
+            "proposition_semester": semester,
+            "proposition_year": year,
             "channel_label": code_label(channel, channels, "channel_label"),
             "delivery_label": link_label(delivery_id, deliveries, "slabel", "no delivery"),
             "offer_name": link_label(offer_id, offers, "sname", "no offer"),
             "offer_label": link_label(offer_id, offers, "slabel", "no offer"),
-            "propositions": len(rows), "presented": presented, "accepted": accepted,
-            "rejected": rejected, "control_group": statuses.count(99),
-            "acceptance_rate": (Decimal(accepted) / Decimal(presented + accepted + rejected)
-                                if presented + accepted + rejected else None),
+            "propositions": len(rows),
+            "presented": presented,
+            "accepted": accepted,
+            "rejected": rejected,
+            "control_group": statuses.count(99),
+            "acceptance_rate": (
+                Decimal(accepted) / Decimal(presented + accepted + rejected)
+                if presented + accepted + rejected
+                else None
+            ),
             "recipients": len({r["irecipientid"] for r in rows if r["irecipientid"] not in (None, 0)}),
             "total_weight": sum(weights) if weights else None,
         }
     return cube
 
 
-EVENT_TABLES = {"eventhisto": (("nmseventhisto", "bieventhistoid"),),
-                "execution": (("nmsrtevent", "irteventid"), ("nmsbatchevent", "ibatcheventid"))}
+EVENT_TABLES = {
+    "eventhisto": (("nmseventhisto", "bieventhistoid"),),
+    "execution": (("nmsrtevent", "irteventid"), ("nmsbatchevent", "ibatcheventid")),
+}
 
 
-def message_center_cube(connection: Any, schema: str, zone_name: str, mode: str,
-                        storage_zone: str | None = None) -> dict[tuple[Any, ...], Row]:
+def message_center_cube(
+    connection: Any, schema: str, zone_name: str, mode: str, storage_zone: str | None = None
+) -> dict[tuple[Any, ...], Row]:
     zone = ZoneInfo(zone_name)
     storage = ZoneInfo(storage_zone) if storage_zone else None
     statuses = seed("campaign_event_statuses")
@@ -252,11 +286,17 @@ def message_center_cube(connection: Any, schema: str, zone_name: str, mode: str,
     cube: dict[tuple[Any, ...], Row] = {}
     for (day, channel, status, event_type), rows in groups.items():
         # only instants Python holds (year 1 - 9999 in UTC) have a duration
-        durations = [(r["processed"] - r["created"]).total_seconds()
-                     for r in rows if isinstance(r["processed"], datetime) and isinstance(r["created"], datetime)]
+        durations = [
+            (r["processed"] - r["created"]).total_seconds()
+            for r in rows
+            if isinstance(r["processed"], datetime) and isinstance(r["created"], datetime)
+        ]
         week, month, semester, year = levels(day)
         cube[(day, channel, status, event_type)] = {
-            "event_week": week, "event_month": month, "event_semester": semester, "event_year": year,
+            "event_week": week,
+            "event_month": month,
+            "event_semester": semester,
+            "event_year": year,
             "channel_label": code_label(channel, channels, "channel_label"),
             "status_name": code_label(status, statuses, "status_name"),
             "status_label": code_label(status, statuses, "status_label"),

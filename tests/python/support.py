@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ class FakeClock:
 
     def __init__(self, start: datetime) -> None:
         # UTC: aware arithmetic in a DST zone is wall-clock arithmetic
-        self.wall, self.mono = start.astimezone(timezone.utc), 0.0
+        self.wall, self.mono = start.astimezone(UTC), 0.0
         self.sleeps: list[float] = []
 
     def now(self) -> datetime:

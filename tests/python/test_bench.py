@@ -8,6 +8,7 @@ order.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -37,18 +38,24 @@ def _edge_cases(pg_conn: Any) -> None:
 
     # Two identical propositions and two events without a key: both count.
     for _ in range(2):
-        run("insert into {s}.nmspropositionrcp select null, iinteractionid, iofferid, iofferspaceid, irecipientid,"
+        run(
+            "insert into {s}.nmspropositionrcp select null, iinteractionid, iofferid, iofferspaceid, irecipientid,"
             " ideliveryid, istatus, tsevent, tslastmodified, dweight, irank"
-            " from {s}.nmspropositionrcp where ipropositionid = 10 limit 1")
-    run("insert into {s}.nmseventhisto select null, stype, istatus, iwishedchannel, ideliveryid, tscreated,"
+            " from {s}.nmspropositionrcp where ipropositionid = 10 limit 1"
+        )
+    run(
+        "insert into {s}.nmseventhisto select null, stype, istatus, iwishedchannel, ideliveryid, tscreated,"
         " tsprocessing, tsprocessed, tslastmodified, sexternalid, sorigin, semail, smobilephone, slanguage,"
-        " scountrycode, mdata from {s}.nmseventhisto where bieventhistoid = 10 limit 1")
+        " scountrycode, mdata from {s}.nmseventhisto where bieventhistoid = 10 limit 1"
+    )
     run("insert into {s}.nmseventhisto select * from {s}.nmseventhisto where bieventhistoid is null")
     # Lookups with tslastmodified: the copy whose label sorts last is the latest.
     for table, key in (("nmsoffer", "iofferid"), ("nmsofferspace", "iofferspaceid"), ("nmsdelivery", "ideliveryid")):
         run(f"alter table {{s}}.{table} add column tslastmodified timestamptz")
-        run(f"update {{s}}.{table} set tslastmodified = timestamptz '2026-01-01 00:00+00'"
-            f" + (case when {key} in (2, 5, 7) then length(slabel) else 0 end) * interval '1 day'")
+        run(
+            f"update {{s}}.{table} set tslastmodified = timestamptz '2026-01-01 00:00+00'"
+            f" + (case when {key} in (2, 5, 7) then length(slabel) else 0 end) * interval '1 day'"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +65,11 @@ def bench_run(pg_conn: Any) -> subprocess.CompletedProcess[str]:
     bench.mark_loaded(pg_conn, SOURCE, SIZE, seed=1)
     return subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", str(SIZE), "--schema-prefix", PREFIX],
-        capture_output=True, text=True, timeout=900, cwd=ROOT, env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env=dict(os.environ),
     )
 
 
@@ -69,7 +80,7 @@ def test_floor_equals_the_project_and_the_last_line_is_the_ratio(bench_run: subp
     assert f"{SOURCE}: nmspropositionrcp" in bench_run.stdout and "(reused)" in bench_run.stdout
     assert re.fullmatch(r"ratio_vs_floor=\d+\.\d\d", lines[-1]), lines[-1]
     row = next(line for line in lines if line.split()[:1] == ["2k"])
-    size, fact_rows, floor_s, project_s, ratio, rows_s, peak_mib, first_s, first_ratio = row.split()
+    _, _, floor_s, project_s, ratio, _, peak_mib, _, _ = row.split()
     assert float(floor_s) > 0 and float(project_s) > float(floor_s)
     assert float(lines[-1].split("=")[1]) == float(ratio)
     assert 10 < float(peak_mib) < 2048  # orchestrate.py + dbt, measured
@@ -79,7 +90,8 @@ def test_floor_equals_the_project_and_the_last_line_is_the_ratio(bench_run: subp
 
 @pytest.mark.slow
 def test_the_comparison_catches_a_changed_cell_but_not_float_noise(
-        bench_run: subprocess.CompletedProcess[str], pg_conn: Any) -> None:
+    bench_run: subprocess.CompletedProcess[str], pg_conn: Any
+) -> None:
     assert bench_run.returncode == 0, bench_run.stdout + bench_run.stderr
     assert bench.compare(pg_conn, FLOOR, PUBLISHED) == []
     table = sql.Identifier(FLOOR, "agg_nmspropositionrcp_full")
@@ -87,8 +99,9 @@ def test_the_comparison_catches_a_changed_cell_but_not_float_noise(
         cursor.execute(sql.SQL("update {} set total_weight = total_weight * (1 + 1e-12)").format(table))
     assert bench.compare(pg_conn, FLOOR, PUBLISHED) == []
     with pg_conn.cursor() as cursor:
-        cursor.execute(sql.SQL("update {} set total_weight = total_weight * (1 + 1e-6)"
-                               " where total_weight > 0").format(table))
+        cursor.execute(
+            sql.SQL("update {} set total_weight = total_weight * (1 + 1e-6) where total_weight > 0").format(table)
+        )
     assert "rows differ in total_weight" in " ".join(bench.compare(pg_conn, FLOOR, PUBLISHED))
     with pg_conn.cursor() as cursor:
         cursor.execute(sql.SQL("update {} set recipients = recipients + 1 where offer_id = 7").format(table))
@@ -110,7 +123,7 @@ def test_tree_memory_counts_a_child_process() -> None:
 
 def test_sizes_are_parsed() -> None:
     assert bench.parse_sizes("1000000,10_000_000") == [1_000_000, 10_000_000]
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         bench.parse_sizes("ten")
     with pytest.raises(SystemExit):
         bench.build_parser().parse_args(["--sizes", "0"])

@@ -10,10 +10,9 @@ import pytest
 from psycopg2 import sql
 
 import reference
-from support import CubesBuild
-
 from campaign_cubes.dbt import DbtRun
 from campaign_cubes.jobs import project_messages
+from support import CubesBuild
 
 pytestmark = pytest.mark.slow
 
@@ -93,8 +92,11 @@ def test_a_campaign_schema_of_views_is_read_plainly(
         cursor.execute(sql.SQL("create schema {}").format(sql.Identifier(scratch_schema)))
         cursor.execute("select table_name from information_schema.tables where table_schema = %s", (demo_source,))
         for (table,) in cursor.fetchall():
-            cursor.execute(sql.SQL("create view {} as select * from {}").format(
-                sql.Identifier(scratch_schema, table), sql.Identifier(demo_source, table)))
+            cursor.execute(
+                sql.SQL("create view {} as select * from {}").format(
+                    sql.Identifier(scratch_schema, table), sql.Identifier(demo_source, table)
+                )
+            )
     schema = "cubes_test_views"
     run = run_cubes(["build", "--exclude", "test_type:unit"], {"campaign_schema": scratch_schema}, schema=schema)
     assert run.ok, explain(run)
@@ -109,9 +111,12 @@ def test_a_campaign_schema_of_views_is_read_plainly(
 
 def test_unknown_codes_are_named_by_warnings(default_build: CubesBuild) -> None:
     warned = {node.name for node in default_build.run.warned}
-    assert {"agg_messagecenter_full_unlisted_status_codes", "agg_messagecenter_full_unlisted_channel_codes",
-            "agg_nmspropositionrcp_full_unlisted_channel_codes",
-            "campaign_nmspropositionrcp_unlisted_status_codes"} <= warned
+    assert {
+        "agg_messagecenter_full_unlisted_status_codes",
+        "agg_messagecenter_full_unlisted_channel_codes",
+        "agg_nmspropositionrcp_full_unlisted_channel_codes",
+        "campaign_nmspropositionrcp_unlisted_status_codes",
+    } <= warned
     log = default_build.run.log_file.read_text()
     assert "agg_messagecenter_full.status_code has codes not in its seed: 57" in log
     assert "agg_nmspropositionrcp_full.channel_code has codes not in its seed: 57" in log

@@ -19,8 +19,13 @@ from campaign_cubes.demo import CAMPAIGN_TABLES, DEMO_MARKER, DemoRefused, DemoS
 
 TINY = DemoSize(propositions=200, events=200)
 EVENT_TABLES = {"nmseventhisto": "bieventhistoid", "nmsrtevent": "irteventid", "nmsbatchevent": "ibatcheventid"}
-KEYS = {"nmsoffer": "iofferid", "nmsofferspace": "iofferspaceid", "nmsdelivery": "ideliveryid",
-        "nmspropositionrcp": "ipropositionid", **EVENT_TABLES}
+KEYS = {
+    "nmsoffer": "iofferid",
+    "nmsofferspace": "iofferspaceid",
+    "nmsdelivery": "ideliveryid",
+    "nmspropositionrcp": "ipropositionid",
+    **EVENT_TABLES,
+}
 CHANNEL_CODES = "(0, 1, 2, 3, 4, 5, 20, 25, 40, 41, 42, 120)"
 
 
@@ -43,8 +48,12 @@ def _rows(conn: connection, query: str, **idents: str) -> list[tuple[Any, ...]]:
 def _md5_per_table(conn: connection, schema: str) -> dict[str, str]:
     """md5 of each table's rows, as text, in sorted order: equal iff the contents are."""
     return {
-        table: _scalar(conn, "select md5(coalesce(string_agg(t::text, E'\\n' order by t::text), '')) from {s}.{t} as t",
-                       s=schema, t=table)
+        table: _scalar(
+            conn,
+            "select md5(coalesce(string_agg(t::text, E'\\n' order by t::text), '')) from {s}.{t} as t",
+            s=schema,
+            t=table,
+        )
         for table in CAMPAIGN_TABLES
     }
 
@@ -73,6 +82,7 @@ def default(pg_conn: connection) -> Iterator[str]:
 
 
 # --- determinism, counts, transactions ------------------------------------------------
+
 
 def test_same_seed_gives_same_data_and_another_seed_differs(pg_conn: connection, scratch_schema: str) -> None:
     size = DemoSize(propositions=500, events=500)
@@ -138,14 +148,21 @@ def test_works_without_autocommit_and_commits(pg_conn: connection, scratch_schem
 def test_leaves_only_the_seven_tables(pg_conn: connection, scratch_schema: str) -> None:
     load_demo(pg_conn, scratch_schema, DemoSize(propositions=50, events=50))
     with pg_conn.cursor() as cur:
-        cur.execute("select array_agg(c.relname::text order by c.relname) from pg_class as c "
-                    "join pg_namespace as n on n.oid = c.relnamespace where n.nspname = %s", (scratch_schema,))
+        cur.execute(
+            "select array_agg(c.relname::text order by c.relname) from pg_class as c "
+            "join pg_namespace as n on n.oid = c.relnamespace where n.nspname = %s",
+            (scratch_schema,),
+        )
         tables = cur.fetchone()[0]
-        cur.execute("select count(*) from pg_proc where pronamespace = pg_my_temp_schema() "
-                    "and proname in ('rnd', 'day_index', 'prop_edge', 'event_edge')")
+        cur.execute(
+            "select count(*) from pg_proc where pronamespace = pg_my_temp_schema() "
+            "and proname in ('rnd', 'day_index', 'prop_edge', 'event_edge')"
+        )
         helpers = cur.fetchone()[0]
-        cur.execute("select count(*) from pg_class where relnamespace = pg_my_temp_schema() "
-                    "and relname in ('demo_space', 'demo_delivery')")
+        cur.execute(
+            "select count(*) from pg_class where relnamespace = pg_my_temp_schema() "
+            "and relname in ('demo_space', 'demo_delivery')"
+        )
         plans = cur.fetchone()[0]
     assert tables == sorted(CAMPAIGN_TABLES)
     assert helpers == 0 and plans == 0
@@ -162,8 +179,11 @@ def test_reload_keeps_views_built_on_the_tables(pg_conn: connection, scratch_sch
     """Like dbt's staging views: the tables are emptied in place instead of dropped."""
     load_demo(pg_conn, scratch_schema, DemoSize(propositions=50, events=50))
     with pg_conn.cursor() as cur:
-        cur.execute(sql.SQL("create view {}.v as select * from {}.nmsoffer").format(
-            sql.Identifier(scratch_schema), sql.Identifier(scratch_schema)))
+        cur.execute(
+            sql.SQL("create view {}.v as select * from {}.nmsoffer").format(
+                sql.Identifier(scratch_schema), sql.Identifier(scratch_schema)
+            )
+        )
     first = _md5_per_table(pg_conn, scratch_schema)
     counts = load_demo(pg_conn, scratch_schema, DemoSize(propositions=50, events=50))
     assert _md5_per_table(pg_conn, scratch_schema) == first
@@ -174,10 +194,13 @@ def test_failed_load_rolls_back_and_leaves_the_connection_usable(pg_conn: connec
     # A demo schema whose nmsoffer has the wrong shape and is pinned by a view (so it
     # is kept): the insert into it fails.
     with pg_conn.cursor() as cur:
-        cur.execute(sql.SQL("create schema {s}; comment on schema {s} is {m}; "
-                            "create table {s}.nmsoffer (iofferid integer); "
-                            "create view {s}.v as select * from {s}.nmsoffer")
-                    .format(s=sql.Identifier(scratch_schema), m=sql.Literal(DEMO_MARKER)))
+        cur.execute(
+            sql.SQL(
+                "create schema {s}; comment on schema {s} is {m}; "
+                "create table {s}.nmsoffer (iofferid integer); "
+                "create view {s}.v as select * from {s}.nmsoffer"
+            ).format(s=sql.Identifier(scratch_schema), m=sql.Literal(DEMO_MARKER))
+        )
     with pytest.raises(psycopg2.Error, match="nmsoffer"):
         load_demo(pg_conn, scratch_schema, DemoSize(propositions=10, events=10))
     assert pg_conn.get_transaction_status() == extensions.TRANSACTION_STATUS_IDLE
@@ -188,15 +211,19 @@ def test_failed_load_rolls_back_and_leaves_the_connection_usable(pg_conn: connec
 
 def test_refuses_to_replace_campaign_tables_it_did_not_create(pg_conn: connection, scratch_schema: str) -> None:
     with pg_conn.cursor() as cur:
-        cur.execute(sql.SQL("create schema {s}; create table {s}.nmspropositionrcp (ipropositionid bigint); "
-                            "insert into {s}.nmspropositionrcp values (42)")
-                    .format(s=sql.Identifier(scratch_schema)))
+        cur.execute(
+            sql.SQL(
+                "create schema {s}; create table {s}.nmspropositionrcp (ipropositionid bigint); "
+                "insert into {s}.nmspropositionrcp values (42)"
+            ).format(s=sql.Identifier(scratch_schema))
+        )
     with pytest.raises(DemoRefused, match="did not create"):
         load_demo(pg_conn, scratch_schema, DemoSize(propositions=10, events=10))
     assert _scalar(pg_conn, "select count(*) from {s}.nmspropositionrcp", s=scratch_schema) == 1
 
 
 # --- placeholder rows -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("table", CAMPAIGN_TABLES)
 def test_placeholder_row_with_key_0(pg_conn: connection, tiny: str, table: str) -> None:
@@ -209,106 +236,93 @@ def test_placeholder_rows_look_like_data(pg_conn: connection, tiny: str) -> None
     assert _scalar(pg_conn, "select imessagetype from {s}.nmsdelivery where ideliveryid = 0", s=tiny) == 0
     assert _scalar(pg_conn, "select istatus from {s}.nmspropositionrcp where ipropositionid = 0", s=tiny) == 1
     for table, key in EVENT_TABLES.items():
-        assert _scalar(pg_conn, "select stype = 'ORDER_CONFIRMATION' and istatus = 2 and tscreated is not null "
-                                "from {s}.{t} where {k} = 0", s=tiny, t=table, k=key)
+        assert _scalar(
+            pg_conn,
+            "select stype = 'ORDER_CONFIRMATION' and istatus = 2 and tscreated is not null from {s}.{t} where {k} = 0",
+            s=tiny,
+            t=table,
+            k=key,
+        )
 
 
 # --- edge cases, each present in a tiny load ---------------------------------------------
 
 P = "{s}.nmspropositionrcp"
 PROPOSITION_CASES = {
-    "duplicate_id_differs_in_status_and_lastmodified":
-        f"select ipropositionid from {P} group by 1 "
-        "having count(*) = 2 and count(distinct istatus) = 2 and count(distinct tslastmodified) = 2",
-    "duplicate_id_wrong_copy_changes_counted_statuses":
-        f"select ipropositionid from {P} group by 1 "
-        "having count(distinct istatus) = 2 and bool_or(istatus in (1, 3, 5, 99))",
-    "duplicate_id_newer_copy_inserted_second":
-        f"select ipropositionid from {P} group by 1 having count(*) = 2 "
-        "and (array_agg(tslastmodified order by ctid))[2] > (array_agg(tslastmodified order by ctid))[1]",
-    "duplicate_id_newer_copy_inserted_first":
-        f"select ipropositionid from {P} group by 1 having count(*) = 2 "
-        "and (array_agg(tslastmodified order by ctid))[1] > (array_agg(tslastmodified order by ctid))[2]",
-    "duplicate_id_one_copy_null_lastmodified":
-        f"select ipropositionid from {P} group by 1 "
-        "having count(*) = 2 and count(tslastmodified) = 1 and count(distinct istatus) = 2",
+    "duplicate_id_differs_in_status_and_lastmodified": f"select ipropositionid from {P} group by 1 "
+    "having count(*) = 2 and count(distinct istatus) = 2 and count(distinct tslastmodified) = 2",
+    "duplicate_id_wrong_copy_changes_counted_statuses": f"select ipropositionid from {P} group by 1 "
+    "having count(distinct istatus) = 2 and bool_or(istatus in (1, 3, 5, 99))",
+    "duplicate_id_newer_copy_inserted_second": f"select ipropositionid from {P} group by 1 having count(*) = 2 "
+    "and (array_agg(tslastmodified order by ctid))[2] > (array_agg(tslastmodified order by ctid))[1]",
+    "duplicate_id_newer_copy_inserted_first": f"select ipropositionid from {P} group by 1 having count(*) = 2 "
+    "and (array_agg(tslastmodified order by ctid))[1] > (array_agg(tslastmodified order by ctid))[2]",
+    "duplicate_id_one_copy_null_lastmodified": f"select ipropositionid from {P} group by 1 "
+    "having count(*) = 2 and count(tslastmodified) = 1 and count(distinct istatus) = 2",
     "offer_null": f"select 1 from {P} where iofferid is null",
     "offer_0": f"select 1 from {P} where iofferid = 0 and ipropositionid <> 0",
     "offer_orphan": f"select 1 from {P} where iofferid not in (select iofferid from {{s}}.nmsoffer)",
     "delivery_null": f"select 1 from {P} where ideliveryid is null",
     "delivery_0_inbound": f"select 1 from {P} where ideliveryid = 0 and iofferspaceid > 0 and ipropositionid <> 0",
     "delivery_orphan": f"select 1 from {P} where ideliveryid not in (select ideliveryid from {{s}}.nmsdelivery)",
-    "space_0_channel_from_delivery":
-        f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
-        "where p.iofferspaceid = 0 and p.ideliveryid <> 0 and d.imessagetype is not null",
-    "space_null_channel_from_delivery":
-        f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
-        "where p.iofferspaceid is null and p.ideliveryid <> 0 and d.imessagetype is not null",
-    "space_orphan_channel_from_delivery":
-        f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
-        "where p.iofferspaceid not in (select iofferspaceid from {s}.nmsofferspace) and p.ideliveryid <> 0",
-    "space_with_null_channel":
-        f"select 1 from {P} as p join {{s}}.nmsofferspace as s on s.iofferspaceid = p.iofferspaceid "
-        "where s.ichannel is null and p.iofferspaceid <> 0",
-    "space_with_channel_not_in_enumeration":
-        f"select 1 from {P} as p join {{s}}.nmsofferspace as s on s.iofferspaceid = p.iofferspaceid "
-        f"where s.ichannel not in {CHANNEL_CODES}",
-    "delivery_type_not_in_enumeration_via_fallback":
-        f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
-        f"where p.iofferspaceid = 0 and d.imessagetype not in {CHANNEL_CODES}",
-    "delivery_type_null_via_fallback":
-        f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
-        "where p.iofferspaceid = 0 and p.ideliveryid <> 0 and d.imessagetype is null",
-    "no_space_and_no_delivery_channel_minus_1":
-        f"select 1 from {P} where coalesce(iofferspaceid, 0) = 0 and coalesce(ideliveryid, 0) = 0 "
-        "and ipropositionid <> 0",
-    **{f"status_{code}": f"select 1 from {P} where istatus = {code} and ipropositionid <> 0"
-       for code in (0, 1, 2, 3, 4, 5, 99)},
+    "space_0_channel_from_delivery": f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
+    "where p.iofferspaceid = 0 and p.ideliveryid <> 0 and d.imessagetype is not null",
+    "space_null_channel_from_delivery": f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
+    "where p.iofferspaceid is null and p.ideliveryid <> 0 and d.imessagetype is not null",
+    "space_orphan_channel_from_delivery": f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
+    "where p.iofferspaceid not in (select iofferspaceid from {s}.nmsofferspace) and p.ideliveryid <> 0",
+    "space_with_null_channel": f"select 1 from {P} as p join {{s}}.nmsofferspace as s on s.iofferspaceid = p.iofferspaceid "
+    "where s.ichannel is null and p.iofferspaceid <> 0",
+    "space_with_channel_not_in_enumeration": f"select 1 from {P} as p join {{s}}.nmsofferspace as s on s.iofferspaceid = p.iofferspaceid "
+    f"where s.ichannel not in {CHANNEL_CODES}",
+    "delivery_type_not_in_enumeration_via_fallback": f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
+    f"where p.iofferspaceid = 0 and d.imessagetype not in {CHANNEL_CODES}",
+    "delivery_type_null_via_fallback": f"select 1 from {P} as p join {{s}}.nmsdelivery as d on d.ideliveryid = p.ideliveryid "
+    "where p.iofferspaceid = 0 and p.ideliveryid <> 0 and d.imessagetype is null",
+    "no_space_and_no_delivery_channel_minus_1": f"select 1 from {P} where coalesce(iofferspaceid, 0) = 0 and coalesce(ideliveryid, 0) = 0 "
+    "and ipropositionid <> 0",
+    **{
+        f"status_{code}": f"select 1 from {P} where istatus = {code} and ipropositionid <> 0"
+        for code in (0, 1, 2, 3, 4, 5, 99)
+    },
     "status_null": f"select 1 from {P} where istatus is null",
     "status_unknown": f"select 1 from {P} where istatus not in (0, 1, 2, 3, 4, 5, 99)",
     "tsevent_null": f"select 1 from {P} where tsevent is null",
-    "tsevent_within_an_hour_of_utc_midnight":
-        f"select 1 from {P} where (tsevent at time zone 'UTC')::time >= '23:00' "
-        "or (tsevent at time zone 'UTC')::time < '01:00'",
-    "tsevent_date_differs_between_utc_and_paris":
-        f"select 1 from {P} where (tsevent at time zone 'UTC')::date <> (tsevent at time zone 'Europe/Paris')::date",
+    "tsevent_within_an_hour_of_utc_midnight": f"select 1 from {P} where (tsevent at time zone 'UTC')::time >= '23:00' "
+    "or (tsevent at time zone 'UTC')::time < '01:00'",
+    "tsevent_date_differs_between_utc_and_paris": f"select 1 from {P} where (tsevent at time zone 'UTC')::date <> (tsevent at time zone 'Europe/Paris')::date",
     "recipient_0": f"select 1 from {P} where irecipientid = 0 and ipropositionid <> 0",
     "recipient_null": f"select 1 from {P} where irecipientid is null",
     "weight_null": f"select 1 from {P} where dweight is null",
-    "references_duplicated_offer":
-        f"select 1 from {P} where iofferid in "
-        "(select iofferid from {s}.nmsoffer group by 1 having count(*) > 1)",
-    "references_duplicated_space":
-        f"select 1 from {P} where iofferspaceid in "
-        "(select iofferspaceid from {s}.nmsofferspace group by 1 having count(*) > 1)",
-    "references_duplicated_delivery":
-        f"select 1 from {P} where ideliveryid in "
-        "(select ideliveryid from {s}.nmsdelivery group by 1 having count(*) > 1)",
+    "references_duplicated_offer": f"select 1 from {P} where iofferid in "
+    "(select iofferid from {s}.nmsoffer group by 1 having count(*) > 1)",
+    "references_duplicated_space": f"select 1 from {P} where iofferspaceid in "
+    "(select iofferspaceid from {s}.nmsofferspace group by 1 having count(*) > 1)",
+    "references_duplicated_delivery": f"select 1 from {P} where ideliveryid in "
+    "(select ideliveryid from {s}.nmsdelivery group by 1 having count(*) > 1)",
 }
 
 LOOKUP_CASES = {
-    **{f"{table}_duplicate_key_different_labels":
-       f"select {key} from {{s}}.{table} group by 1 having count(*) = 2 and count(distinct slabel) = 2"
-       for table, key in (("nmsoffer", "iofferid"), ("nmsofferspace", "iofferspaceid"),
-                          ("nmsdelivery", "ideliveryid"))},
-    **{f"{table}_null_label": f"select 1 from {{s}}.{table} where slabel is null"
-       for table in ("nmsoffer", "nmsofferspace", "nmsdelivery")},
+    **{
+        f"{table}_duplicate_key_different_labels": f"select {key} from {{s}}.{table} group by 1 having count(*) = 2 and count(distinct slabel) = 2"
+        for table, key in (("nmsoffer", "iofferid"), ("nmsofferspace", "iofferspaceid"), ("nmsdelivery", "ideliveryid"))
+    },
+    **{
+        f"{table}_null_label": f"select 1 from {{s}}.{table} where slabel is null"
+        for table in ("nmsoffer", "nmsofferspace", "nmsdelivery")
+    },
     "nmsoffer_null_name": "select 1 from {s}.nmsoffer where sname is null",
 }
 
 E = "{s}.{t}"
 EVENT_CASES = {
-    "duplicate_key_differs_in_status_and_lastmodified":
-        f"select {{k}} from {E} group by 1 "
-        "having count(*) = 2 and count(distinct istatus) = 2 and count(distinct tslastmodified) = 2",
-    "duplicate_key_newer_copy_inserted_second":
-        f"select {{k}} from {E} group by 1 having count(*) = 2 "
-        "and (array_agg(tslastmodified order by ctid))[2] > (array_agg(tslastmodified order by ctid))[1]",
-    "duplicate_key_newer_copy_inserted_first":
-        f"select {{k}} from {E} group by 1 having count(*) = 2 "
-        "and (array_agg(tslastmodified order by ctid))[1] > (array_agg(tslastmodified order by ctid))[2]",
-    "duplicate_key_one_copy_null_lastmodified":
-        f"select {{k}} from {E} group by 1 having count(*) = 2 and count(tslastmodified) = 1",
+    "duplicate_key_differs_in_status_and_lastmodified": f"select {{k}} from {E} group by 1 "
+    "having count(*) = 2 and count(distinct istatus) = 2 and count(distinct tslastmodified) = 2",
+    "duplicate_key_newer_copy_inserted_second": f"select {{k}} from {E} group by 1 having count(*) = 2 "
+    "and (array_agg(tslastmodified order by ctid))[2] > (array_agg(tslastmodified order by ctid))[1]",
+    "duplicate_key_newer_copy_inserted_first": f"select {{k}} from {E} group by 1 having count(*) = 2 "
+    "and (array_agg(tslastmodified order by ctid))[1] > (array_agg(tslastmodified order by ctid))[2]",
+    "duplicate_key_one_copy_null_lastmodified": f"select {{k}} from {E} group by 1 having count(*) = 2 and count(tslastmodified) = 1",
     "type_null": f"select 1 from {E} where stype is null",
     "type_empty": f"select 1 from {E} where stype = ''",
     "type_blank": f"select 1 from {E} where stype <> '' and btrim(stype) = ''",
@@ -320,9 +334,8 @@ EVENT_CASES = {
     "channel_unknown": f"select 1 from {E} where iwishedchannel not in {CHANNEL_CODES}",
     "created_null": f"select 1 from {E} where tscreated is null and tsprocessed is null",
     "processed_without_created": f"select 1 from {E} where tscreated is null and tsprocessed is not null",
-    "created_within_an_hour_of_utc_midnight":
-        f"select 1 from {E} where (tscreated at time zone 'UTC')::time >= '23:00' "
-        "or (tscreated at time zone 'UTC')::time < '01:00'",
+    "created_within_an_hour_of_utc_midnight": f"select 1 from {E} where (tscreated at time zone 'UTC')::time >= '23:00' "
+    "or (tscreated at time zone 'UTC')::time < '01:00'",
 }
 
 
@@ -343,73 +356,117 @@ def test_event_edge_case_present(pg_conn: connection, tiny: str, table: str, cas
 
 
 def test_execution_tables_have_overlapping_key_values(pg_conn: connection, tiny: str) -> None:
-    assert _scalar(pg_conn, "select exists (select 1 from {s}.nmsrtevent as r join {s}.nmsbatchevent as b "
-                            "on b.ibatcheventid = r.irteventid where r.irteventid <> 0)", s=tiny)
+    assert _scalar(
+        pg_conn,
+        "select exists (select 1 from {s}.nmsrtevent as r join {s}.nmsbatchevent as b "
+        "on b.ibatcheventid = r.irteventid where r.irteventid <> 0)",
+        s=tiny,
+    )
 
 
 # --- cardinalities at the default size ---------------------------------------------------
 
+
 def test_lookup_cardinalities(pg_conn: connection, default: str) -> None:
     assert _scalar(pg_conn, "select count(distinct iofferid) from {s}.nmsoffer where iofferid <> 0", s=default) == 300
-    assert _scalar(pg_conn, "select count(distinct iofferspaceid) from {s}.nmsofferspace "
-                            "where iofferspaceid <> 0", s=default) == 32
-    assert _scalar(pg_conn, "select count(distinct ideliveryid) from {s}.nmsdelivery "
-                            "where ideliveryid <> 0", s=default) == 3002
+    assert (
+        _scalar(
+            pg_conn, "select count(distinct iofferspaceid) from {s}.nmsofferspace where iofferspaceid <> 0", s=default
+        )
+        == 32
+    )
+    assert (
+        _scalar(pg_conn, "select count(distinct ideliveryid) from {s}.nmsdelivery where ideliveryid <> 0", s=default)
+        == 3002
+    )
     # channels of the spaces: email, SMS, app channels, web-ish ones
     channels = _scalar(pg_conn, "select array_agg(distinct ichannel) from {s}.nmsofferspace", s=default)
     assert {0, 1, 2, 20, 25, 40, 41, 42, 120} <= set(channels)
-    shares = dict(_rows(pg_conn, "select imessagetype, count(*)::float / sum(count(*)) over () "
-                                 "from {s}.nmsdelivery group by 1", s=default))
+    shares = dict(
+        _rows(
+            pg_conn,
+            "select imessagetype, count(*)::float / sum(count(*)) over () from {s}.nmsdelivery group by 1",
+            s=default,
+        )
+    )
     assert shares[0] > 0.6 and 0.1 < shares[1] < 0.3
     assert all(shares[code] > 0.01 for code in (40, 41, 42))
 
 
 def test_proposition_cardinalities(pg_conn: connection, default: str) -> None:
-    q = ("select count(*), count(distinct irecipientid), max(irecipientid), "
-         "count(*) filter (where ideliveryid = 0)::float / count(*), "
-         "min((tsevent at time zone 'UTC')::date), max((tsevent at time zone 'UTC')::date), "
-         "min(dweight), max(dweight), min(irank), max(irank), count(distinct iofferid), "
-         "count(distinct ideliveryid) from {s}.nmspropositionrcp where ipropositionid <> 0")
-    (rows, recipients, max_recipient, inbound, first, last, min_w, max_w, min_rank, max_rank,
-     offers, deliveries) = _rows(pg_conn, q, s=default)[0]
+    q = (
+        "select count(*), count(distinct irecipientid), max(irecipientid), "
+        "count(*) filter (where ideliveryid = 0)::float / count(*), "
+        "min((tsevent at time zone 'UTC')::date), max((tsevent at time zone 'UTC')::date), "
+        "min(dweight), max(dweight), min(irank), max(irank), count(distinct iofferid), "
+        "count(distinct ideliveryid) from {s}.nmspropositionrcp where ipropositionid <> 0"
+    )
+    (rows, recipients, max_recipient, inbound, first, last, min_w, max_w, min_rank, max_rank, offers, deliveries) = (
+        _rows(pg_conn, q, s=default)[0]
+    )
     assert rows > 20_000 and recipients < rows / 3 and max_recipient <= 4000
     assert 0.2 < inbound < 0.3
     assert str(first) == "2025-01-01" and str(last) == "2026-12-31"
-    assert 0 < min_w and max_w <= 100 and (min_rank, max_rank) == (1, 5)
+    assert min_w > 0 and max_w <= 100 and (min_rank, max_rank) == (1, 5)
     assert offers > 250 and deliveries > 1000
 
 
 def test_deliveries_run_a_few_days_with_a_handful_of_offers(pg_conn: connection, default: str) -> None:
-    span, offers, avg_offers = _rows(pg_conn, """
+    span, offers, avg_offers = _rows(
+        pg_conn,
+        """
         select max(days), max(offers), avg(offers) from (
             select ideliveryid,
                    max((tsevent at time zone 'UTC')::date) - min((tsevent at time zone 'UTC')::date) as days,
                    count(distinct iofferid) as offers
             from {s}.nmspropositionrcp
             where ideliveryid between 1 and 3000 and iofferid between 1 and 300
-            group by 1) as d""", s=default)[0]
+            group by 1) as d""",
+        s=default,
+    )[0]
     assert span <= 6 and offers <= 7 and 2 <= avg_offers <= 6
 
 
 def test_weekly_rhythm(pg_conn: connection, default: str) -> None:
-    per_dow = dict(_rows(pg_conn, "select extract(isodow from tsevent at time zone 'UTC')::int, count(*) "
-                                  "from {s}.nmspropositionrcp group by 1", s=default))
+    per_dow = dict(
+        _rows(
+            pg_conn,
+            "select extract(isodow from tsevent at time zone 'UTC')::int, count(*) "
+            "from {s}.nmspropositionrcp group by 1",
+            s=default,
+        )
+    )
     assert per_dow[2] > 1.5 * per_dow[7] and per_dow[4] > 1.5 * per_dow[6]
 
 
 def test_event_cardinalities(pg_conn: connection, default: str) -> None:
-    types, processed, email_sms, app_channels = _rows(pg_conn, """
+    types, processed, email_sms, app_channels = _rows(
+        pg_conn,
+        """
         select count(distinct btrim(stype)),
                count(*) filter (where istatus = 2)::float / count(*),
                count(*) filter (where iwishedchannel in (0, 1))::float / count(*),
                array_agg(distinct iwishedchannel) filter (where iwishedchannel between 40 and 42)
-        from {s}.nmseventhisto""", s=default)[0]
+        from {s}.nmseventhisto""",
+        s=default,
+    )[0]
     assert types >= 30 and processed > 0.85 and email_sms > 0.85 and sorted(app_channels) == [40, 41, 42]
-    median, longest = _rows(pg_conn, """
+    median, longest = _rows(
+        pg_conn,
+        """
         select percentile_cont(0.5) within group (order by extract(epoch from tsprocessed - tscreated)),
                max(extract(epoch from tsprocessed - tscreated))
-        from {s}.nmseventhisto where istatus = 2""", s=default)[0]
+        from {s}.nmseventhisto where istatus = 2""",
+        s=default,
+    )[0]
     assert 0 < median < 10 and longest < 600
     for table in EVENT_TABLES:
-        assert _scalar(pg_conn, "select count(*) from {s}.{t} where istatus in (0, 1, 4, 5) "
-                                "and tsprocessed is not null", s=default, t=table) == 0, table
+        assert (
+            _scalar(
+                pg_conn,
+                "select count(*) from {s}.{t} where istatus in (0, 1, 4, 5) and tsprocessed is not null",
+                s=default,
+                t=table,
+            )
+            == 0
+        ), table

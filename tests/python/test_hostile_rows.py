@@ -62,18 +62,20 @@ def _insert_hostile_rows(pg_conn: Any, schema: str) -> None:
     with pg_conn.cursor() as cursor:
         for key, tsevent, weight in PROPOSITIONS:
             cursor.execute(
-                sql.SQL("insert into {} (ipropositionid, iofferid, iofferspaceid, irecipientid, ideliveryid,"
-                        " istatus, tsevent, tslastmodified, dweight, irank)"
-                        " values (%s, %s, %s, %s, %s, 1, %s, 'infinity', %s::double precision, %s)")
-                .format(sql.Identifier(schema, "nmspropositionrcp")),
+                sql.SQL(
+                    "insert into {} (ipropositionid, iofferid, iofferspaceid, irecipientid, ideliveryid,"
+                    " istatus, tsevent, tslastmodified, dweight, irank)"
+                    " values (%s, %s, %s, %s, %s, 1, %s, 'infinity', %s::double precision, %s)"
+                ).format(sql.Identifier(schema, "nmspropositionrcp")),
                 (key, INT_MAX, INT_MAX, INT_MAX, INT_MAX, tsevent, str(weight), 32767),
             )
         for key, created, processed in EVENTS:
             cursor.execute(
-                sql.SQL("insert into {} (bieventhistoid, stype, istatus, iwishedchannel, ideliveryid,"
-                        " tscreated, tsprocessed, tslastmodified)"
-                        " values (%s, 'HOSTILE', 32767, 32767, %s, %s, %s, '-infinity')")
-                .format(sql.Identifier(schema, "nmseventhisto")),
+                sql.SQL(
+                    "insert into {} (bieventhistoid, stype, istatus, iwishedchannel, ideliveryid,"
+                    " tscreated, tsprocessed, tslastmodified)"
+                    " values (%s, 'HOSTILE', 32767, 32767, %s, %s, %s, '-infinity')"
+                ).format(sql.Identifier(schema, "nmseventhisto")),
                 (key, INT_MAX, created, processed),
             )
 
@@ -89,8 +91,9 @@ def hostile_source(pg_conn: Any) -> str:
 def hostile_build(run_cubes: Callable[..., DbtRun], hostile_source: str) -> CubesBuild:
     dbt_vars = {"campaign_schema": hostile_source, "reporting_timezone": "UTC", "message_center_source": "eventhisto"}
     run = run_cubes(["build"], dbt_vars, schema=SCHEMA)
-    return CubesBuild(schema=SCHEMA, source_schema=hostile_source, timezone="UTC", mode="eventhisto",
-                      run=run, vars=dbt_vars)
+    return CubesBuild(
+        schema=SCHEMA, source_schema=hostile_source, timezone="UTC", mode="eventhisto", run=run, vars=dbt_vars
+    )
 
 
 def _one(pg_conn: Any, query: str, *identifiers: str) -> Any:
@@ -100,8 +103,9 @@ def _one(pg_conn: Any, query: str, *identifiers: str) -> Any:
 
 
 # Counted from the Campaign table alone: distinct keys but the placeholder, and each keyless row.
-DISTINCT_FACTS = ("select count(distinct {key}) filter (where {key} <> 0) + count(*) filter (where {key} is null)"
-                  " from {}")
+DISTINCT_FACTS = (
+    "select count(distinct {key}) filter (where {key} <> 0) + count(*) filter (where {key} is null) from {}"
+)
 
 
 def _undatable(text: str | None) -> bool:
@@ -114,33 +118,67 @@ def test_publication_succeeds(hostile_build: CubesBuild) -> None:
     assert not hostile_build.run.failed
 
 
-@pytest.mark.parametrize(("table", "key", "cube", "measure", "day", "hostile_group", "stamps"), [
-    ("nmspropositionrcp", "ipropositionid", "agg_nmspropositionrcp_full", "propositions", "proposition_date",
-     f"channel_code = -1 and delivery_id = {INT_MAX} and offer_id = {INT_MAX}", [ts for _, ts, _ in PROPOSITIONS]),
-    ("nmseventhisto", "bieventhistoid", "agg_messagecenter_full", "events", "event_date",
-     "channel_code = 32767 and status_code = 32767 and event_type = 'HOSTILE'", [ts for _, ts, _ in EVENTS]),
-])
+@pytest.mark.parametrize(
+    ("table", "key", "cube", "measure", "day", "hostile_group", "stamps"),
+    [
+        (
+            "nmspropositionrcp",
+            "ipropositionid",
+            "agg_nmspropositionrcp_full",
+            "propositions",
+            "proposition_date",
+            f"channel_code = -1 and delivery_id = {INT_MAX} and offer_id = {INT_MAX}",
+            [ts for _, ts, _ in PROPOSITIONS],
+        ),
+        (
+            "nmseventhisto",
+            "bieventhistoid",
+            "agg_messagecenter_full",
+            "events",
+            "event_date",
+            "channel_code = 32767 and status_code = 32767 and event_type = 'HOSTILE'",
+            [ts for _, ts, _ in EVENTS],
+        ),
+    ],
+)
 def test_every_row_is_counted_and_undatable_ones_have_no_date(
-    hostile_build: CubesBuild, pg_conn: Any, table: str, key: str, cube: str, measure: str, day: str,
-    hostile_group: str, stamps: list[str | None],
+    hostile_build: CubesBuild,
+    pg_conn: Any,
+    table: str,
+    key: str,
+    cube: str,
+    measure: str,
+    day: str,
+    hostile_group: str,
+    stamps: list[str | None],
 ) -> None:
     source, published = f"{hostile_build.source_schema}.{table}", f"{hostile_build.schema}.{cube}"
     facts = _one(pg_conn, DISTINCT_FACTS.replace("{key}", key), source)
     assert _one(pg_conn, f"select sum({measure}) from {{}}", published) == facts
     undated = sum(1 for stamp in stamps if _undatable(stamp))
     assert undated >= 4
-    assert _one(pg_conn, f"select sum({measure}) from {{}} where {hostile_group} and {day} is null",
-                published) == undated
-    assert _one(pg_conn, f"select sum({measure}) from {{}} where {hostile_group} and {day} is not null",
-                published) == len(stamps) - undated
+    assert (
+        _one(pg_conn, f"select sum({measure}) from {{}} where {hostile_group} and {day} is null", published) == undated
+    )
+    assert (
+        _one(pg_conn, f"select sum({measure}) from {{}} where {hostile_group} and {day} is not null", published)
+        == len(stamps) - undated
+    )
     # years 1 and 9999 are dates like any other
-    assert _one(pg_conn, f"select count(*) from {{}} where {hostile_group} and {day} in ('0001-01-01', '9999-12-31')",
-                published) == 2
+    assert (
+        _one(
+            pg_conn,
+            f"select count(*) from {{}} where {hostile_group} and {day} in ('0001-01-01', '9999-12-31')",
+            published,
+        )
+        == 2
+    )
     with pg_conn.cursor() as cursor:
         cursor.execute(
-            sql.SQL("select outcome, candidate_total, fact_rows from {} where lower(model) = %s"
-                    " order by recorded_at desc limit 1").format(
-                sql.Identifier(f"{hostile_build.schema}_audit", "publication_log")),
+            sql.SQL(
+                "select outcome, candidate_total, fact_rows from {} where lower(model) = %s"
+                " order by recorded_at desc limit 1"
+            ).format(sql.Identifier(f"{hostile_build.schema}_audit", "publication_log")),
             (cube,),
         )
         assert cursor.fetchone() == ("published", facts, facts)
@@ -148,8 +186,10 @@ def test_every_row_is_counted_and_undatable_ones_have_no_date(
 
 def test_weights_that_are_not_finite_are_left_out(hostile_build: CubesBuild, pg_conn: Any) -> None:
     published = f"{hostile_build.schema}.agg_nmspropositionrcp_full"
-    assert _one(pg_conn, "select count(*) from {} where total_weight = 'NaN' or abs(total_weight) = 'Infinity'",
-                published) == 0
+    assert (
+        _one(pg_conn, "select count(*) from {} where total_weight = 'NaN' or abs(total_weight) = 'Infinity'", published)
+        == 0
+    )
     # the hostile rows (offer int max): only 1.0 (undated) and 2.5 (dated) are usable weights
     hostile = f"offer_id = {INT_MAX}"
     undated = f"select total_weight from {{}} where {hostile} and proposition_date is null"
@@ -161,12 +201,19 @@ def test_both_cubes_equal_the_oracle(hostile_build: CubesBuild, pg_conn: Any) ->
     build = hostile_build
     problems = reference.differences(
         reference.propositions_cube(pg_conn, build.source_schema, build.timezone),
-        reference.published(pg_conn, build.schema, "agg_nmspropositionrcp_full",
-                            ("proposition_date", "channel_code", "delivery_id", "offer_id")))
+        reference.published(
+            pg_conn,
+            build.schema,
+            "agg_nmspropositionrcp_full",
+            ("proposition_date", "channel_code", "delivery_id", "offer_id"),
+        ),
+    )
     problems += reference.differences(
         reference.message_center_cube(pg_conn, build.source_schema, build.timezone, build.mode),
-        reference.published(pg_conn, build.schema, "agg_messagecenter_full",
-                            ("event_date", "channel_code", "status_code", "event_type")))
+        reference.published(
+            pg_conn, build.schema, "agg_messagecenter_full", ("event_date", "channel_code", "status_code", "event_type")
+        ),
+    )
     assert not problems, problems[:20]
 
 
@@ -180,8 +227,11 @@ def test_the_log_names_each_column_and_its_count(hostile_build: CubesBuild, pg_c
     outside = "not ({0} >= '0001-01-01 00:00:00+00' and {0} < '10000-01-01 00:00:00+00')"
     expected = {
         "nmspropositionrcp.tsevent": ("no date", f"{source}.nmspropositionrcp", outside.format("tsevent")),
-        "nmspropositionrcp.dweight": ("no weight", f"{source}.nmspropositionrcp",
-                                      "dweight = 'NaN' or abs(dweight) >= 1e300"),
+        "nmspropositionrcp.dweight": (
+            "no weight",
+            f"{source}.nmspropositionrcp",
+            "dweight = 'NaN' or abs(dweight) >= 1e300",
+        ),
         "nmseventhisto.tscreated": ("no date", f"{source}.nmseventhisto", outside.format("tscreated")),
         "nmseventhisto.tsprocessed": ("no processing time", f"{source}.nmseventhisto", outside.format("tsprocessed")),
     }
@@ -196,21 +246,35 @@ def test_the_log_names_each_column_and_its_count(hostile_build: CubesBuild, pg_c
 
 def test_the_orchestrator_shows_the_counts_as_warnings(hostile_source: str) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "orchestrate.py"), "run", "agg_messageCenter_full",
-         "--vars", json.dumps({"campaign_schema": hostile_source})],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "orchestrate.py"),
+            "run",
+            "agg_messageCenter_full",
+            "--vars",
+            json.dumps({"campaign_schema": hostile_source}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "CAMPAIGN_CUBES_SCHEMA": f"{TEST_SCHEMA_PREFIX}_hostile_orchestrated"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert re.search(r"WARNING .*nmseventhisto\.tsprocessed: \d+ rows not finite or out of range, "
-                     r"counted with no processing time", done.stdout), done.stdout
+    assert re.search(
+        r"WARNING .*nmseventhisto\.tsprocessed: \d+ rows not finite or out of range, "
+        r"counted with no processing time",
+        done.stdout,
+    ), done.stdout
 
 
 def test_the_report_is_built_from_years_1_to_9999(hostile_build: CubesBuild, tmp_path: Path) -> None:
     assert hostile_build.run.exit_code == 0
     done = subprocess.run(
         [sys.executable, str(ROOT / "orchestrate.py"), "report", "--out", str(tmp_path / "report")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "CAMPAIGN_CUBES_SCHEMA": hostile_build.schema},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CAMPAIGN_CUBES_SCHEMA": hostile_build.schema},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     page = (tmp_path / "report" / "index.html").read_text()
@@ -222,8 +286,10 @@ def test_the_report_is_built_from_years_1_to_9999(hostile_build: CubesBuild, tmp
 
 STORAGE_ZONE = "Europe/Paris"
 LOCAL_SOURCE = f"{TEST_SCHEMA_PREFIX}_localtime_campaign"
-GRAINS = {"agg_nmspropositionrcp_full": ("proposition_date", "channel_code", "delivery_id", "offer_id"),
-          "agg_messagecenter_full": ("event_date", "channel_code", "status_code", "event_type")}
+GRAINS = {
+    "agg_nmspropositionrcp_full": ("proposition_date", "channel_code", "delivery_id", "offer_id"),
+    "agg_messagecenter_full": ("event_date", "channel_code", "status_code", "event_type"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -231,41 +297,57 @@ def local_time_source(pg_conn: Any) -> str:
     """The demo data of demo_source, every timestamp column stored as wall-clock time in Paris."""
     load_demo(pg_conn, LOCAL_SOURCE, TEST_DEMO_SIZE, seed=11)
     with pg_conn.cursor() as cursor:
-        cursor.execute("select table_name, column_name from information_schema.columns"
-                       " where table_schema = %s and data_type = 'timestamp with time zone'", (LOCAL_SOURCE,))
+        cursor.execute(
+            "select table_name, column_name from information_schema.columns"
+            " where table_schema = %s and data_type = 'timestamp with time zone'",
+            (LOCAL_SOURCE,),
+        )
         columns = cursor.fetchall()
         assert len(columns) >= 7
         for table, column in columns:
-            cursor.execute(sql.SQL("alter table {} alter column {} type timestamp using {} at time zone {}").format(
-                sql.Identifier(LOCAL_SOURCE, table), sql.Identifier(column), sql.Identifier(column),
-                sql.Literal(STORAGE_ZONE)))
+            cursor.execute(
+                sql.SQL("alter table {} alter column {} type timestamp using {} at time zone {}").format(
+                    sql.Identifier(LOCAL_SOURCE, table),
+                    sql.Identifier(column),
+                    sql.Identifier(column),
+                    sql.Literal(STORAGE_ZONE),
+                )
+            )
     return LOCAL_SOURCE
 
 
 def test_local_time_storage_equals_the_timestamptz_build(
-    run_cubes: Callable[..., DbtRun], local_time_source: str, default_build: CubesBuild, pg_conn: Any,
+    run_cubes: Callable[..., DbtRun],
+    local_time_source: str,
+    default_build: CubesBuild,
+    pg_conn: Any,
 ) -> None:
     schema = f"{TEST_SCHEMA_PREFIX}_localtime"
-    dbt_vars = {**default_build.vars, "campaign_schema": local_time_source,
-                "campaign_database_timezone": STORAGE_ZONE}
+    dbt_vars = {**default_build.vars, "campaign_schema": local_time_source, "campaign_database_timezone": STORAGE_ZONE}
     run = run_cubes(["build"], dbt_vars, schema=schema)
     assert run.exit_code == 0, [r.message for r in run.broken]
     for table, grain in GRAINS.items():
-        problems = reference.differences(reference.published(pg_conn, default_build.schema, table, grain),
-                                         reference.published(pg_conn, schema, table, grain))
+        problems = reference.differences(
+            reference.published(pg_conn, default_build.schema, table, grain),
+            reference.published(pg_conn, schema, table, grain),
+        )
         assert not problems, problems[:20]
     # and the oracle, reading the wall-clock times in Paris, agrees
     problems = reference.differences(
         reference.message_center_cube(pg_conn, local_time_source, "UTC", "eventhisto", STORAGE_ZONE),
-        reference.published(pg_conn, schema, "agg_messagecenter_full", GRAINS["agg_messagecenter_full"]))
+        reference.published(pg_conn, schema, "agg_messagecenter_full", GRAINS["agg_messagecenter_full"]),
+    )
     problems += reference.differences(
         reference.propositions_cube(pg_conn, local_time_source, "UTC", STORAGE_ZONE),
-        reference.published(pg_conn, schema, "agg_nmspropositionrcp_full", GRAINS["agg_nmspropositionrcp_full"]))
+        reference.published(pg_conn, schema, "agg_nmspropositionrcp_full", GRAINS["agg_nmspropositionrcp_full"]),
+    )
     assert not problems, problems[:20]
 
 
 def test_local_time_storage_without_the_zone_stops_the_build(
-    run_cubes: Callable[..., DbtRun], local_time_source: str, pg_conn: Any,
+    run_cubes: Callable[..., DbtRun],
+    local_time_source: str,
+    pg_conn: Any,
 ) -> None:
     schema = f"{TEST_SCHEMA_PREFIX}_localtime_unset"
     run = run_cubes(["build"], {"campaign_schema": local_time_source}, schema=schema)
@@ -273,6 +355,8 @@ def test_local_time_storage_without_the_zone_stops_the_build(
     log = run.log_file.read_text()
     assert "set var campaign_database_timezone" in log, log[-3000:]
     with pg_conn.cursor() as cursor:  # nothing published
-        cursor.execute("select count(*) from pg_class join pg_namespace on pg_namespace.oid = relnamespace"
-                       " where nspname = %s", (schema,))
+        cursor.execute(
+            "select count(*) from pg_class join pg_namespace on pg_namespace.oid = relnamespace where nspname = %s",
+            (schema,),
+        )
         assert cursor.fetchone()[0] == 0

@@ -61,8 +61,9 @@ def _rows(conn: connection, query: sql.Composable | str, *params: Any) -> list[t
 
 def checksum(conn: connection, schema: str, table: str) -> tuple[int, str]:
     """Row count and an md5 over every row's text, in a fixed order."""
-    query = sql.SQL("select count(*), md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
-                    "from {}.{} as t").format(sql.Identifier(schema), sql.Identifier(table))
+    query = sql.SQL(
+        "select count(*), md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {}.{} as t"
+    ).format(sql.Identifier(schema), sql.Identifier(table))
     count, digest = _rows(conn, query)[0]
     return int(count), str(digest)
 
@@ -70,8 +71,9 @@ def checksum(conn: connection, schema: str, table: str) -> tuple[int, str]:
 def snapshot(conn: connection) -> Database:
     return Database(
         # without the temporary schemas, which PostgreSQL keeps once a session needed one
-        schemas=frozenset(name for (name,) in _rows(
-            conn, "select nspname from pg_namespace where nspname not like 'pg\\_%temp\\_%'")),
+        schemas=frozenset(
+            name for (name,) in _rows(conn, "select nspname from pg_namespace where nspname not like 'pg\\_%temp\\_%'")
+        ),
         published=tuple(checksum(conn, SCHEMA, table) for table in CUBES),
         canary=tuple(_rows(conn, sql.SQL("select * from {}.t order by 1").format(sql.Identifier(CANARY)))),
         publications=int(_rows(conn, f"select count(*) from {SCHEMA}_audit.publication_log")[0][0]),
@@ -83,9 +85,12 @@ def built(pg_conn: connection, run_cubes: Callable[..., DbtRun]) -> Database:
     """Both cubes published once with good settings, and a canary schema beside them."""
     load_demo(pg_conn, SOURCE, DemoSize(propositions=600, events=1_200, execution_events=200), seed=13)
     with pg_conn.cursor() as cursor:
-        cursor.execute(sql.SQL("drop schema if exists {s} cascade; create schema {s}; "
-                               "create table {s}.t (x int); insert into {s}.t values (42)")
-                       .format(s=sql.Identifier(CANARY)))
+        cursor.execute(
+            sql.SQL(
+                "drop schema if exists {s} cascade; create schema {s}; "
+                "create table {s}.t (x int); insert into {s}.t values (42)"
+            ).format(s=sql.Identifier(CANARY))
+        )
     first = run_cubes(PUBLISH, BASE_VARS, schema=SCHEMA)
     assert first.ok, first.log_file.read_text()[-3000:]
     state = snapshot(pg_conn)
@@ -166,7 +171,10 @@ ENTRY_POINTS = {"build": ["build"], "show": SHOW, "docs": ["docs", "generate"], 
 
 @pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
 def test_dbt_run_refuses_before_any_write(
-    case: str, built: Database, run_cubes: Callable[..., DbtRun], pg_conn: connection,
+    case: str,
+    built: Database,
+    run_cubes: Callable[..., DbtRun],
+    pg_conn: connection,
 ) -> None:
     dbt_vars, schema, message = HOSTILE[case]
     before = snapshot(pg_conn)
@@ -177,7 +185,11 @@ def test_dbt_run_refuses_before_any_write(
 @pytest.mark.parametrize("command", ENTRY_POINTS)
 @pytest.mark.parametrize("case", EVERY_ENTRY_POINT)
 def test_every_dbt_entry_point_refuses(
-    case: str, command: str, built: Database, run_cubes: Callable[..., DbtRun], pg_conn: connection,
+    case: str,
+    command: str,
+    built: Database,
+    run_cubes: Callable[..., DbtRun],
+    pg_conn: connection,
 ) -> None:
     dbt_vars, schema, message = HOSTILE[case]
     before = snapshot(pg_conn)
@@ -198,9 +210,17 @@ def test_orchestrate_run_refuses_before_any_write(case: str, built: Database, pg
     dbt_vars, schema, message = HOSTILE[case]
     before = snapshot(pg_conn)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "orchestrate.py"), "run", "agg_messageCenter_full",
-         "--vars", json.dumps({**BASE_VARS, **dbt_vars})],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "orchestrate.py"),
+            "run",
+            "agg_messageCenter_full",
+            "--vars",
+            json.dumps({**BASE_VARS, **dbt_vars}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "CAMPAIGN_CUBES_SCHEMA": schema},
     )
     output = done.stdout + done.stderr
@@ -212,15 +232,21 @@ def test_orchestrate_run_refuses_before_any_write(case: str, built: Database, pg
 
 
 def test_partial_parsing_still_checks(
-    built: Database, pg_conn: connection, tmp_path: Path,
+    built: Database,
+    pg_conn: connection,
+    tmp_path: Path,
 ) -> None:
     """One target folder, so that dbt may reuse its parse: a changed env var or --vars still gets checked."""
     good = run_cubes_in(["parse"], BASE_VARS, schema=SCHEMA, work_dir=tmp_path)
     assert good.exit_code == 0, good.log_file.read_text()[-3000:]
     assert (tmp_path / "target" / "partial_parse.msgpack").exists()
     before = snapshot(pg_conn)
-    for dbt_vars, schema, message in (HOSTILE["schema-injection"], HOSTILE["ratio-percent"],
-                                      HOSTILE["schema-injection"], HOSTILE["zone-injection"]):
+    for dbt_vars, schema, message in (
+        HOSTILE["schema-injection"],
+        HOSTILE["ratio-percent"],
+        HOSTILE["schema-injection"],
+        HOSTILE["zone-injection"],
+    ):
         run = run_cubes_in(["run"], {**BASE_VARS, **dbt_vars}, schema=schema, work_dir=tmp_path)
         assert_refused(run.log_file.read_text(), run.exit_code, message, before, pg_conn)
     # and the same good settings reuse the saved parse (the check passed when it was made)
@@ -229,8 +255,11 @@ def test_partial_parsing_still_checks(
 
 
 def last_outcome(conn: connection, model: str) -> str:
-    rows = _rows(conn, f"select outcome from {SCHEMA}_audit.publication_log "
-                       "where model = %s order by recorded_at desc limit 1", model)
+    rows = _rows(
+        conn,
+        f"select outcome from {SCHEMA}_audit.publication_log where model = %s order by recorded_at desc limit 1",
+        model,
+    )
     return str(rows[0][0])
 
 
@@ -247,8 +276,11 @@ def last_outcome(conn: connection, model: str) -> str:
     ids=["ratio-0", "ratio-1", "ratio-text-0.25", "lock-500ms", "lock-1.5s", "lock-1h"],
 )
 def test_sound_settings_publish(
-    dbt_vars: dict[str, Any], lock_timeout_sql: str, built: Database,
-    run_cubes: Callable[..., DbtRun], pg_conn: connection,
+    dbt_vars: dict[str, Any],
+    lock_timeout_sql: str,
+    built: Database,
+    run_cubes: Callable[..., DbtRun],
+    pg_conn: connection,
 ) -> None:
     run = run_cubes(["run", "--select", "agg_messageCenter_full"], {**BASE_VARS, **dbt_vars}, schema=SCHEMA)
     assert run.ok, run.log_file.read_text()[-3000:]
@@ -260,19 +292,25 @@ def test_sound_settings_publish(
     assert f"set local lock_timeout = {lock_timeout_sql}" in debug_log
 
 
-def test_the_longest_schema_builds_end_to_end(built: Database, run_cubes: Callable[..., DbtRun],
-                                              pg_conn: connection) -> None:
+def test_the_longest_schema_builds_end_to_end(
+    built: Database, run_cubes: Callable[..., DbtRun], pg_conn: connection
+) -> None:
     assert len(LONGEST_SCHEMA.encode()) == 54
     try:
         run = run_cubes(PUBLISH, BASE_VARS, schema=LONGEST_SCHEMA)
         assert run.ok, run.log_file.read_text()[-3000:]
-        created = {name for (name,) in _rows(pg_conn, "select nspname from pg_namespace where nspname like %s",
-                                             LONGEST_SCHEMA + "%")}
+        created = {
+            name
+            for (name,) in _rows(
+                pg_conn, "select nspname from pg_namespace where nspname like %s", LONGEST_SCHEMA + "%"
+            )
+        }
         assert created == {LONGEST_SCHEMA, LONGEST_SCHEMA + "_staging", LONGEST_SCHEMA + "_audit"}
         for index, table in enumerate(CUBES):
             assert checksum(pg_conn, LONGEST_SCHEMA, table) == built.published[index]
     finally:
         with pg_conn.cursor() as cursor:
             for suffix in ("", "_staging", "_audit"):
-                cursor.execute(sql.SQL("drop schema if exists {} cascade").format(
-                    sql.Identifier(LONGEST_SCHEMA + suffix)))
+                cursor.execute(
+                    sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(LONGEST_SCHEMA + suffix))
+                )

@@ -6,9 +6,8 @@ import copy
 import json
 from typing import Any
 
-from support import CubesBuild
-
 from campaign_cubes import hygiene
+from support import CubesBuild
 
 
 def manifest_of(build: CubesBuild) -> dict[str, Any]:
@@ -33,12 +32,16 @@ def test_catches_missing_docs_grain_and_misplaced_source(default_build: CubesBui
 
 def test_an_audited_tag_must_name_what_the_audit_checks(default_build: CubesBuild) -> None:
     manifest = manifest_of(default_build)
-    tagged = sorted(node["name"] for node in manifest["nodes"].values()
-                    if node["resource_type"] == "test" and hygiene.AUDITED_TAG in node["tags"])
+    tagged = sorted(
+        node["name"]
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test" and hygiene.AUDITED_TAG in node["tags"]
+    )
     assert len(tagged) == 8, tagged  # per cube: the grain test and not_null on its three non-nullable keys
     manifest = copy.deepcopy(manifest)
-    label_test = next(n for n in manifest["nodes"].values()
-                      if n["name"] == "not_null_agg_nmspropositionrcp_full_channel_label")
+    label_test = next(
+        n for n in manifest["nodes"].values() if n["name"] == "not_null_agg_nmspropositionrcp_full_channel_label"
+    )
     label_test["tags"].append(hygiene.AUDITED_TAG)
     assert hygiene.problems(manifest) == [
         "test not_null_agg_nmspropositionrcp_full_channel_label: tagged audited, but the publication's audit"

@@ -18,23 +18,33 @@ ROOT = Path(__file__).resolve().parents[2]
 def orchestrate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "orchestrate.py"), *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
     )
 
 
 @pytest.mark.slow
 def test_run_builds_both_jobs_and_reports_each_step(demo_source: str) -> None:
-    done = orchestrate("run", "--vars", json.dumps({"campaign_schema": demo_source}),
-                       env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate"})
+    done = orchestrate(
+        "run",
+        "--vars",
+        json.dumps({"campaign_schema": demo_source}),
+        env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     for job in ("agg_messageCenter_full", "agg_nmspropositionrcp_full"):
         assert f"{job}: start: dbt build --selector {job}" in done.stdout
         assert f"{job}: success in" in done.stdout
     assert "run: 2 jobs succeeded" in done.stdout
     # a nightly job skips the tests the publication's audit enforced, and runs the others
-    ran = {result["unique_id"].split(".")[2] for result in json.loads(
-        (JOBS_WORK_DIR / "agg_nmspropositionrcp_full" / "target" / "run_results.json").read_text()
-    )["results"]}
+    ran = {
+        result["unique_id"].split(".")[2]
+        for result in json.loads(
+            (JOBS_WORK_DIR / "agg_nmspropositionrcp_full" / "target" / "run_results.json").read_text()
+        )["results"]
+    }
     assert "agg_nmspropositionrcp_full_reconciled_with_propositions" in ran
     assert "agg_nmspropositionrcp_full_propositions_without_date" in ran
     assert "not_null_agg_nmspropositionrcp_full_channel_label" in ran
@@ -45,16 +55,27 @@ def test_run_builds_both_jobs_and_reports_each_step(demo_source: str) -> None:
 @pytest.mark.slow
 def test_progress_in_json_lines_names_each_node_as_it_finishes(demo_source: str) -> None:
     schema = {"CAMPAIGN_CUBES_SCHEMA": "cubes_test_progress"}
-    done = orchestrate("--log-format", "json", "run", "agg_messageCenter_full", "--progress",
-                       "--vars", json.dumps({"campaign_schema": demo_source}), env=schema)
+    done = orchestrate(
+        "--log-format",
+        "json",
+        "run",
+        "agg_messageCenter_full",
+        "--progress",
+        "--vars",
+        json.dumps({"campaign_schema": demo_source}),
+        env=schema,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]  # every line one object
     assert {"time", "level", "job", "run_id", "event", "message", "fields"} <= set(records[0])
     nodes = [record["fields"] for record in records if record["event"] == "node"]
     built = {node["node"] for node in nodes}
     assert {"stg_campaign__event_history", "int_message_center_events__unioned", "agg_messageCenter_full"} <= built
-    assert all(record["job"] == "agg_messageCenter_full" and record["run_id"] for record in records
-               if record["event"] == "node")
+    assert all(
+        record["job"] == "agg_messageCenter_full" and record["run_id"]
+        for record in records
+        if record["event"] == "node"
+    )
     assert sorted(node["index"] for node in nodes) == list(range(1, nodes[0]["total"] + 1))
     [aggregate] = [node for node in nodes if node["node"] == "agg_messageCenter_full"]
     assert aggregate["status"] == "success" and aggregate["rows"] > 0
@@ -68,8 +89,9 @@ def test_progress_in_json_lines_names_each_node_as_it_finishes(demo_source: str)
 
 
 def test_next_json_lists_the_fire_times() -> None:
-    done = orchestrate("next", "--json", "--count", "2", "--after", "2026-03-29T00:00:00+00:00",
-                       "--timezone", "Europe/Paris")
+    done = orchestrate(
+        "next", "--json", "--count", "2", "--after", "2026-03-29T00:00:00+00:00", "--timezone", "Europe/Paris"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     fires = json.loads(done.stdout)["fires"]
     assert [(fire["job"], fire["at"]) for fire in fires][:2] == [
@@ -80,9 +102,13 @@ def test_next_json_lists_the_fire_times() -> None:
 
 @pytest.mark.slow
 def test_refused_settings_exit_2_and_name_the_cause(demo_source: str) -> None:
-    done = orchestrate("run", "agg_messageCenter_full",
-                       "--vars", json.dumps({"campaign_schema": demo_source, "reporting_timezone": "Nowhere/Town"}),
-                       env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate"})
+    done = orchestrate(
+        "run",
+        "agg_messageCenter_full",
+        "--vars",
+        json.dumps({"campaign_schema": demo_source, "reporting_timezone": "Nowhere/Town"}),
+        env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate"},
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "agg_messageCenter_full: FAILED (dbt exit" in done.stdout
     assert "settings refused, nothing was written: var reporting_timezone is 'Nowhere/Town'" in done.stdout
@@ -116,8 +142,15 @@ def test_help_explains_commands_and_exit_codes() -> None:
     assert done.returncode == 0
     for word in ("run", "serve", "status", "next", "demo", "Exit codes"):
         assert word in done.stdout
-    for code in ("0  success", "1  a dbt model or test failed", "2  bad usage", "3  the database could not",
-                 "4  busy", "5  transient failures", "6  the run's overall timeout"):
+    for code in (
+        "0  success",
+        "1  a dbt model or test failed",
+        "2  bad usage",
+        "3  the database could not",
+        "4  busy",
+        "5  transient failures",
+        "6  the run's overall timeout",
+    ):
         assert code in done.stdout
 
 
@@ -125,10 +158,17 @@ def test_help_explains_commands_and_exit_codes() -> None:
 def test_two_simultaneous_runs_one_builds_one_is_busy(demo_source: str) -> None:
     """The real dbt: the second run of a job exits 4 and names the first; `status` shows the run."""
     env = {**os.environ, "CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate_busy"}
-    argv = [sys.executable, str(ROOT / "orchestrate.py"), "run", "agg_messageCenter_full",
-            "--vars", json.dumps({"campaign_schema": demo_source})]
-    processes = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-                 for _ in range(2)]
+    argv = [
+        sys.executable,
+        str(ROOT / "orchestrate.py"),
+        "run",
+        "agg_messageCenter_full",
+        "--vars",
+        json.dumps({"campaign_schema": demo_source}),
+    ]
+    processes = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)
+    ]
     outputs = {process.pid: process.communicate(timeout=600)[0] for process in processes}
     codes = {process.returncode: process for process in processes}
     assert sorted(codes) == [0, 4], outputs
@@ -138,8 +178,9 @@ def test_two_simultaneous_runs_one_builds_one_is_busy(demo_source: str) -> None:
     assert f"orchestrate.py run pid {winner.pid}" in outputs[loser.pid]
     assert "dbt build" not in outputs[loser.pid]
 
-    status = orchestrate("status", "--job", "agg_messageCenter_full",
-                         env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate_busy"})
+    status = orchestrate(
+        "status", "--job", "agg_messageCenter_full", env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_orchestrate_busy"}
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     [run_line] = [line.split() for line in status.stdout.splitlines() if line.strip().startswith("1 ")]
     assert run_line[:3] == ["1", "manual", "-"] and "success" in run_line

@@ -54,18 +54,24 @@ def _scalar(conn: connection, query: str, *params: Any) -> Any:
 def checksum(conn: connection, relation: str = TABLE) -> tuple[int, str]:
     """Row count and an md5 over every row's text, in a fixed order."""
     with conn.cursor() as cursor:
-        cursor.execute(f"select count(*), md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
-                       f"from {relation} as t")
+        cursor.execute(
+            f"select count(*), md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {relation} as t"
+        )
         count, digest = cursor.fetchone()
         return int(count), str(digest)
 
 
 def source_events(conn: connection) -> int:
     """The events the aggregate must count: deduplicated, placeholder excluded."""
-    return int(_scalar(conn, f"""
+    return int(
+        _scalar(
+            conn,
+            f"""
         select count(distinct bieventhistoid) filter (where bieventhistoid <> 0)
                + count(*) filter (where bieventhistoid is null)
-        from {SOURCE}.nmseventhisto"""))
+        from {SOURCE}.nmseventhisto""",
+        )
+    )
 
 
 def published_events(conn: connection) -> int:
@@ -74,8 +80,10 @@ def published_events(conn: connection) -> int:
 
 def last_publication(conn: connection) -> tuple[str, str | None]:
     with conn.cursor() as cursor:
-        cursor.execute(f"select outcome, findings from {SCHEMA}_audit.publication_log "
-                       "where model = 'agg_messageCenter_full' order by recorded_at desc limit 1")
+        cursor.execute(
+            f"select outcome, findings from {SCHEMA}_audit.publication_log "
+            "where model = 'agg_messageCenter_full' order by recorded_at desc limit 1"
+        )
         return cursor.fetchone()  # type: ignore[return-value]
 
 
@@ -85,8 +93,9 @@ def test_refused_build_leaves_the_published_table_byte_identical(
     before = checksum(pg_conn)
     assert before[0] > 100
     with pg_conn.cursor() as cursor:
-        cursor.execute(f"create table {SOURCE}.events_backup as table {SOURCE}.nmseventhisto; "
-                       f"truncate {SOURCE}.nmseventhisto")
+        cursor.execute(
+            f"create table {SOURCE}.events_backup as table {SOURCE}.nmseventhisto; truncate {SOURCE}.nmseventhisto"
+        )
     try:
         for command in ("run", "build"):
             refused = publish(command)
@@ -98,8 +107,9 @@ def test_refused_build_leaves_the_published_table_byte_identical(
             assert _scalar(pg_conn, f"select count(*) from {SCHEMA}_audit.agg_messagecenter_full__rejected") == 0
     finally:
         with pg_conn.cursor() as cursor:
-            cursor.execute(f"insert into {SOURCE}.nmseventhisto table {SOURCE}.events_backup; "
-                           f"drop table {SOURCE}.events_backup")
+            cursor.execute(
+                f"insert into {SOURCE}.nmseventhisto table {SOURCE}.events_backup; drop table {SOURCE}.events_backup"
+            )
     restored = publish("build")
     assert restored.ok, restored.log_file.read_text()[-3000:]
     assert checksum(pg_conn) == before
@@ -118,8 +128,9 @@ def test_a_deliberate_purge_passes_with_the_guard_disabled(pg_conn: connection, 
         assert published_events(pg_conn) == source_events(pg_conn)
     finally:
         with pg_conn.cursor() as cursor:
-            cursor.executemany(f"insert into {SOURCE}.nmseventhisto values ({', '.join(['%s'] * len(removed[0]))})",
-                               removed)
+            cursor.executemany(
+                f"insert into {SOURCE}.nmseventhisto values ({', '.join(['%s'] * len(removed[0]))})", removed
+            )
     restored = publish("run", publish_min_volume_ratio=0)
     assert restored.ok and published_events(pg_conn) == source_events(pg_conn)
 
@@ -128,8 +139,10 @@ def test_keys_duplicated_since_the_last_build_count_once(pg_conn: connection, pu
     # `dbt run --select agg_messageCenter_full` alone does not build the base table
     # of repeated keys; the publication refreshes it in its own snapshot, so new
     # copies of 50 existing events (a replica, an export) still count once each.
-    copied = f"bieventhistoid in (select distinct bieventhistoid from {SOURCE}.nmseventhisto " \
-             "where bieventhistoid > 0 order by bieventhistoid limit 50)"
+    copied = (
+        f"bieventhistoid in (select distinct bieventhistoid from {SOURCE}.nmseventhisto "
+        "where bieventhistoid > 0 order by bieventhistoid limit 50)"
+    )
     originals = f"bieventhistoid in (select bieventhistoid from {SOURCE}.copied_events)"
     with pg_conn.cursor() as cursor:
         cursor.execute(f"create table {SOURCE}.copied_events as select * from {SOURCE}.nmseventhisto where {copied}")
@@ -139,13 +152,20 @@ def test_keys_duplicated_since_the_last_build_count_once(pg_conn: connection, pu
         run = publish("run")
         assert run.ok, run.log_file.read_text()[-3000:]
         assert published_events(pg_conn) == expected
-        assert _scalar(pg_conn, f"select count(*) from {SCHEMA}_staging.base_campaign__event_history_repeated_keys "
-                                f"where {originals}") == 50
+        assert (
+            _scalar(
+                pg_conn,
+                f"select count(*) from {SCHEMA}_staging.base_campaign__event_history_repeated_keys where {originals}",
+            )
+            == 50
+        )
     finally:
         with pg_conn.cursor() as cursor:
-            cursor.execute(f"delete from {SOURCE}.nmseventhisto where {originals}; "
-                           f"insert into {SOURCE}.nmseventhisto table {SOURCE}.copied_events; "
-                           f"drop table {SOURCE}.copied_events")
+            cursor.execute(
+                f"delete from {SOURCE}.nmseventhisto where {originals}; "
+                f"insert into {SOURCE}.nmseventhisto table {SOURCE}.copied_events; "
+                f"drop table {SOURCE}.copied_events"
+            )
     restored = publish("run")
     assert restored.ok and published_events(pg_conn) == source_events(pg_conn)
 
@@ -156,11 +176,15 @@ def test_a_base_model_built_alone_fills_its_table_in_place(
     base = f"{SCHEMA}_staging.base_campaign__event_history_repeated_keys"
     with pg_conn.cursor() as cursor:
         cursor.execute(f"delete from {base}")
-    run = run_cubes(["run", "--select", "base_campaign__event_history_repeated_keys"],
-                    {"campaign_schema": SOURCE}, schema=SCHEMA)
+    run = run_cubes(
+        ["run", "--select", "base_campaign__event_history_repeated_keys"], {"campaign_schema": SOURCE}, schema=SCHEMA
+    )
     assert run.ok, run.log_file.read_text()[-3000:]
-    repeated = _scalar(pg_conn, f"select count(*) from (select from {SOURCE}.nmseventhisto where bieventhistoid <> 0 "
-                                "group by bieventhistoid having count(*) > 1) as keys")
+    repeated = _scalar(
+        pg_conn,
+        f"select count(*) from (select from {SOURCE}.nmseventhisto where bieventhistoid <> 0 "
+        "group by bieventhistoid having count(*) > 1) as keys",
+    )
     assert repeated > 0 and _scalar(pg_conn, f"select count(*) from {base}") == repeated
     # filled in place: the staging view built on it is still there
     assert _scalar(pg_conn, "select to_regclass(%s) is not null", f"{SCHEMA}_staging.stg_campaign__event_history")
@@ -186,15 +210,19 @@ def _toggle_extra_events(conn: connection, present: bool) -> None:
         if present:
             cursor.execute(f"delete from {SOURCE}.nmseventhisto where bieventhistoid >= 900000000")
         else:
-            cursor.execute(f"insert into {SOURCE}.nmseventhisto (bieventhistoid, stype, istatus, iwishedchannel, "
-                           f"tscreated, tslastmodified) select 900000000 + n, 'EXTRA', 2, 0, "
-                           f"timestamptz '2026-01-01 12:00+00', now() from generate_series(1, 40) as n")
+            cursor.execute(
+                f"insert into {SOURCE}.nmseventhisto (bieventhistoid, stype, istatus, iwishedchannel, "
+                f"tscreated, tslastmodified) select 900000000 + n, 'EXTRA', 2, 0, "
+                f"timestamptz '2026-01-01 12:00+00', now() from generate_series(1, 40) as n"
+            )
 
 
 def test_views_grants_and_readers_survive_twenty_rebuilds(pg_conn: connection, publish: Callable[..., DbtRun]) -> None:
     with pg_conn.cursor() as cursor:
-        cursor.execute(f"create view {SCHEMA}.analyst_daily_events as "
-                       f"select event_date, sum(events) as events from {TABLE} group by event_date")
+        cursor.execute(
+            f"create view {SCHEMA}.analyst_daily_events as "
+            f"select event_date, sum(events) as events from {TABLE} group by event_date"
+        )
         cursor.execute(sql.SQL("create role {} nologin").format(sql.Identifier(ANALYST)))
         cursor.execute(sql.SQL("grant select on {} to {}").format(sql.SQL(TABLE), sql.Identifier(ANALYST)))
     table_oid = _scalar(pg_conn, "select %s::regclass::oid", TABLE)
@@ -228,8 +256,11 @@ def test_views_grants_and_readers_survive_twenty_rebuilds(pg_conn: connection, p
     assert _scalar(pg_conn, f"select sum(events) from {SCHEMA}.analyst_daily_events") == published_events(pg_conn)
     assert _scalar(pg_conn, "select has_table_privilege(%s, %s, 'select')", ANALYST, TABLE)
     assert _scalar(pg_conn, "select has_table_privilege('campaign_cubes_reader', %s, 'select')", TABLE)
-    assert not _scalar(pg_conn, "select has_table_privilege('campaign_cubes_reader', %s, 'select')",
-                       f"{SCHEMA}_staging.int_message_center_events__unioned")
+    assert not _scalar(
+        pg_conn,
+        "select has_table_privilege('campaign_cubes_reader', %s, 'select')",
+        f"{SCHEMA}_staging.int_message_center_events__unioned",
+    )
     assert "Message Center cube" in _scalar(pg_conn, "select obj_description(%s::regclass)", TABLE)
 
 
@@ -273,8 +304,9 @@ def test_a_second_build_of_the_same_aggregate_is_refused(pg_conn: connection, pu
     holder = psycopg2.connect()  # stands for a build in progress: it holds the aggregate's claim
     try:
         with holder.cursor() as cursor:
-            cursor.execute(f"select 1 from {SCHEMA}_audit.publication_claims"
-                           " where model = 'agg_messagecenter_full' for update")
+            cursor.execute(
+                f"select 1 from {SCHEMA}_audit.publication_claims where model = 'agg_messagecenter_full' for update"
+            )
             assert cursor.fetchall() == [(1,)]
         refused = publish("run")
         assert refused.exit_code == 1
@@ -292,7 +324,6 @@ def test_published_schema_grants_nothing_else_to_the_reporting_role(pg_conn: con
     assert not _scalar(pg_conn, "select has_table_privilege('campaign_cubes_reader', %s, 'insert')", TABLE)
 
 
-
 def _insert_events_until(stop: threading.Event, errors: list[str]) -> None:
     """Campaign at work: new events arrive while the aggregate is built."""
     try:
@@ -302,8 +333,11 @@ def _insert_events_until(stop: threading.Event, errors: list[str]) -> None:
             key = 910_000_000
             while not stop.is_set():
                 key += 1
-                cursor.execute(f"insert into {SOURCE}.nmseventhisto (bieventhistoid, stype, istatus, iwishedchannel, "
-                               f"tscreated, tslastmodified) values (%s, 'LIVE', 2, 0, now(), now())", (key,))
+                cursor.execute(
+                    f"insert into {SOURCE}.nmseventhisto (bieventhistoid, stype, istatus, iwishedchannel, "
+                    f"tscreated, tslastmodified) values (%s, 'LIVE', 2, 0, now(), now())",
+                    (key,),
+                )
         conn.close()
     except psycopg2.Error as problem:
         errors.append(str(problem))

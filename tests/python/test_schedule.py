@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time as time_module
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -25,7 +26,7 @@ from campaign_cubes.timetable import (
     upcoming,
 )
 
-UTC = timezone.utc
+UTC = UTC
 REPO = Path(__file__).resolve().parents[2]
 FIRST_DAY, LAST_DAY = date(2025, 1, 1), date(2026, 12, 31)
 
@@ -38,12 +39,12 @@ def _no_zone_override(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- independent brute-force oracle ----------------------------------------------
 
+
 def _max_offset(zone: ZoneInfo) -> timedelta:
     """Largest UTC offset the zone uses around the test range (hourly sampling)."""
     start = datetime(2024, 6, 1, tzinfo=UTC)
     return max(
-        (start + timedelta(hours=h)).astimezone(zone).utcoffset() or timedelta(0)
-        for h in range(0, 24 * 365 * 3)
+        (start + timedelta(hours=h)).astimezone(zone).utcoffset() or timedelta(0) for h in range(0, 24 * 365 * 3)
     )
 
 
@@ -99,12 +100,13 @@ def test_daily_fires_match_brute_force_oracle(zone_name: str, hhmm: str) -> None
     assert sorted(per_day) == days, "a local day is missing or extra"
     assert set(per_day.values()) == {1}, "a local day fires twice"
     max_offset = _max_offset(zone)
-    for day, fire in zip(days, fires):
+    for day, fire in zip(days, fires, strict=True):
         assert fire.tzinfo is zone
         assert fire.astimezone(UTC) == _oracle(zone, day, at, max_offset), day
 
 
 # --- readable examples (verified against zoneinfo) ---------------------------------
+
 
 def _fires_on(cron: str, zone_name: str, day: date) -> list[str]:
     zone = ZoneInfo(zone_name)
@@ -124,12 +126,24 @@ def _fires_on(cron: str, zone_name: str, day: date) -> list[str]:
         ("45 1 * * *", "Australia/Lord_Howe", date(2026, 4, 5), ["2026-04-05T01:45:00+11:00"]),
         ("0 0 * * *", "America/Santiago", date(2025, 9, 7), ["2025-09-07T01:00:00-03:00"]),
         # Non-daily crons on gap days: 02:00 and 02:30 collapse onto the transition.
-        ("*/30 2-3 * * *", "America/New_York", date(2026, 3, 8),
-         ["2026-03-08T03:00:00-04:00", "2026-03-08T03:30:00-04:00"]),
-        ("*/30 2-3 * * *", "Europe/Helsinki", date(2026, 3, 29),
-         ["2026-03-29T02:00:00+02:00", "2026-03-29T02:30:00+02:00", "2026-03-29T04:00:00+03:00"]),
-        ("*/15 2 * * *", "Australia/Lord_Howe", date(2025, 10, 5),
-         ["2025-10-05T02:30:00+11:00", "2025-10-05T02:45:00+11:00"]),
+        (
+            "*/30 2-3 * * *",
+            "America/New_York",
+            date(2026, 3, 8),
+            ["2026-03-08T03:00:00-04:00", "2026-03-08T03:30:00-04:00"],
+        ),
+        (
+            "*/30 2-3 * * *",
+            "Europe/Helsinki",
+            date(2026, 3, 29),
+            ["2026-03-29T02:00:00+02:00", "2026-03-29T02:30:00+02:00", "2026-03-29T04:00:00+03:00"],
+        ),
+        (
+            "*/15 2 * * *",
+            "Australia/Lord_Howe",
+            date(2025, 10, 5),
+            ["2025-10-05T02:30:00+11:00", "2025-10-05T02:45:00+11:00"],
+        ),
     ],
 )
 def test_examples(cron: str, zone_name: str, day: date, expected: list[str]) -> None:
@@ -155,10 +169,11 @@ def test_non_daily_cron_is_strictly_increasing(cron: str, zone_name: str) -> Non
     fires = fire_times(cron, zone, datetime(2025, 1, 1, tzinfo=UTC), 3000)
     instants = [f.astimezone(UTC) for f in fires]
     assert len(fires) == 3000
-    assert all(a < b for a, b in zip(instants, instants[1:]))
+    assert all(a < b for a, b in itertools.pairwise(instants))
 
 
 # --- strictness of `after` ---------------------------------------------------------
+
 
 def test_after_is_strict_and_any_zone_is_accepted() -> None:
     zone = ZoneInfo("Europe/Helsinki")
@@ -198,13 +213,13 @@ def test_result_does_not_depend_on_host_zone(monkeypatch: pytest.MonkeyPatch) ->
 
 # --- upcoming ----------------------------------------------------------------------
 
+
 def _schedule(zone_name: str, *jobs: tuple[str, str]) -> Schedule:
     return Schedule(ZoneInfo(zone_name), tuple(Job(n, c, f"+{n}") for n, c in jobs))
 
 
 def test_upcoming_merges_in_time_order_ties_in_file_order() -> None:
-    s = _schedule("Europe/Helsinki", ("z_six", "0 6 * * *"), ("b_three", "0 3 * * *"),
-                  ("a_six", "0 6 * * *"))
+    s = _schedule("Europe/Helsinki", ("z_six", "0 6 * * *"), ("b_three", "0 3 * * *"), ("a_six", "0 6 * * *"))
     got = upcoming(s, datetime(2026, 1, 1, tzinfo=UTC), 2)
     assert [(name, fire.isoformat()) for name, fire in got] == [
         ("b_three", "2026-01-01T03:00:00+02:00"),
@@ -236,6 +251,7 @@ def test_upcoming_job_filter_and_unknown_job() -> None:
 
 
 # --- latest_slot -------------------------------------------------------------------
+
 
 def test_latest_slot_examples() -> None:
     hel, ny = ZoneInfo("Europe/Helsinki"), ZoneInfo("America/New_York")
@@ -280,6 +296,7 @@ def test_latest_slot_agrees_with_fire_times(zone_name: str) -> None:
 
 # --- time zones --------------------------------------------------------------------
 
+
 def test_load_zone() -> None:
     assert load_zone("Europe/Paris").key == "Europe/Paris"
     with pytest.raises(ConfigError) as info:
@@ -304,9 +321,7 @@ def no_host_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ("Not/AZone", "UTC"),
     ],
 )
-def test_host_timezone_from_tz(
-    no_host_files: Path, monkeypatch: pytest.MonkeyPatch, tz: str, expected: str
-) -> None:
+def test_host_timezone_from_tz(no_host_files: Path, monkeypatch: pytest.MonkeyPatch, tz: str, expected: str) -> None:
     monkeypatch.setenv("TZ", tz)
     assert host_timezone_name() == expected
 
@@ -383,24 +398,34 @@ def test_load_schedule_errors(tmp_path: Path, text: str, needles: list[str]) -> 
 
 def test_scheduler_settings_defaults_and_values(tmp_path: Path) -> None:
     assert load_schedule(_write(tmp_path, JOBS)).settings == sched.SchedulerSettings()
-    path = _write(tmp_path, JOBS + '[scheduler]\nretries = 0\nbackoff_seconds = 1.5\ntimeout_seconds = 60\n'
-                              'on_failure = "notify-ops"\non_failure_url = "https://hooks.example/x"\n')
+    path = _write(
+        tmp_path,
+        JOBS + "[scheduler]\nretries = 0\nbackoff_seconds = 1.5\ntimeout_seconds = 60\n"
+        'on_failure = "notify-ops"\non_failure_url = "https://hooks.example/x"\n',
+    )
     assert load_schedule(path).settings == sched.SchedulerSettings(
-        retries=0, backoff_seconds=1.5, timeout_seconds=60.0, on_failure="notify-ops",
-        on_failure_url="https://hooks.example/x")
+        retries=0,
+        backoff_seconds=1.5,
+        timeout_seconds=60.0,
+        on_failure="notify-ops",
+        on_failure_url="https://hooks.example/x",
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
         ("scheduler = 3\n", "[scheduler]: must be a table, got 3"),
-        ("[scheduler]\nretry = 3\n", "[scheduler]: unknown key 'retry' (allowed: retries, backoff_seconds, "
-                                      "timeout_seconds, on_failure, on_failure_url)"),
+        (
+            "[scheduler]\nretry = 3\n",
+            "[scheduler]: unknown key 'retry' (allowed: retries, backoff_seconds, "
+            "timeout_seconds, on_failure, on_failure_url)",
+        ),
         ("[scheduler]\nretries = -1\n", "retries must be a whole number >= 0, got -1"),
         ("[scheduler]\nretries = 1.5\n", "retries must be a whole number >= 0, got 1.5"),
         ("[scheduler]\nretries = true\n", "retries must be a whole number >= 0, got True"),
         ("[scheduler]\nbackoff_seconds = -1\n", "backoff_seconds must be a number >= 0, got -1"),
-        ("[scheduler]\nbackoff_seconds = \"30\"\n", "backoff_seconds must be a number >= 0, got '30'"),
+        ('[scheduler]\nbackoff_seconds = "30"\n', "backoff_seconds must be a number >= 0, got '30'"),
         ("[scheduler]\ntimeout_seconds = 0\n", "timeout_seconds must be a number >= 1, got 0"),
         ("[scheduler]\ntimeout_seconds = inf\n", "timeout_seconds must be a number >= 1, got inf"),
         ("[scheduler]\non_failure = 1\n", "on_failure must be a string, got 1"),
@@ -416,7 +441,7 @@ def test_scheduler_settings_errors(tmp_path: Path, text: str, needle: str) -> No
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.toml: file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: file not found"):
         load_schedule(tmp_path / "nope.toml")
 
 
@@ -436,7 +461,8 @@ def test_every_project_job_names_a_selector_of_selectors_yml() -> None:
     for job in load_schedule(REPO / "orchestrate.toml").jobs:
         assert job.selector in selectors, f"{job.name}: selector {job.selector!r} is not in selectors.yml"
         # the nightly exclusions live in the selector (jobs.build_args adds none)
-        exclusions = next(part["exclude"] for part in selectors[job.selector]["definition"]["union"]
-                          if "exclude" in part)
+        exclusions = next(
+            part["exclude"] for part in selectors[job.selector]["definition"]["union"] if "exclude" in part
+        )
         assert {"method": "test_type", "value": "unit"} in exclusions
         assert {"method": "tag", "value": "audited"} in exclusions

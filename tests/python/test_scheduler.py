@@ -10,9 +10,10 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 import psycopg2
@@ -55,15 +56,13 @@ from campaign_cubes.timetable import Job, Schedule, SchedulerSettings
 from memory_history import MemoryDatabase, MemoryHistory
 from support import FakeClock
 
-UTC = timezone.utc
+UTC = UTC
 HEL = ZoneInfo("Europe/Helsinki")
 JOB = Job("agg_messageCenter_full", "0 3 * * *", "+agg_messageCenter_full")
 OTHER = Job("agg_nmspropositionrcp_full", "0 6 * * *", "+agg_nmspropositionrcp_full")
 SCHEDULE = Schedule(HEL, (JOB, OTHER))
 SLOT = datetime(2026, 3, 29, 4, 0, tzinfo=HEL)  # the gap-shifted 03:00
 SETTINGS = SchedulerSettings(retries=2, backoff_seconds=30, timeout_seconds=3600)
-
-
 
 
 class ScriptedDbt:
@@ -106,13 +105,20 @@ def sessions(request: pytest.FixtureRequest) -> Iterator[Callable[[str], History
         cursor.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(f"{schema}_audit")))
 
 
-def _execute(history: History, clock: FakeClock, dbt: ScriptedDbt, slot: datetime | None = SLOT,
-             settings: SchedulerSettings = SETTINGS, hook: Callable[[RunResult], None] = lambda r: None) -> RunResult:
+def _execute(
+    history: History,
+    clock: FakeClock,
+    dbt: ScriptedDbt,
+    slot: datetime | None = SLOT,
+    settings: SchedulerSettings = SETTINGS,
+    hook: Callable[[RunResult], None] = lambda r: None,
+) -> RunResult:
     trigger = "schedule" if slot else "manual"
     return execute(JOB, slot, trigger, history=history, runner=dbt, settings=settings, clock=clock, hook=hook)
 
 
 # --- execute --------------------------------------------------------------------------
+
 
 def test_success_is_recorded(sessions: Callable[[str], History]) -> None:
     history, clock = sessions("a"), FakeClock(SLOT)
@@ -144,8 +150,9 @@ def test_transient_budget_exhausted(sessions: Callable[[str], History]) -> None:
     assert history.last_runs(JOB.name, 1)[0].outcome == TRANSIENT_EXHAUSTED
 
 
-def test_model_or_test_failure_is_not_retried(sessions: Callable[[str], History],
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_model_or_test_failure_is_not_retried(
+    sessions: Callable[[str], History], caplog: pytest.LogCaptureFixture
+) -> None:
     history, clock = sessions("a"), FakeClock(SLOT)
     alerts: list[RunResult] = []
     result = _execute(history, clock, ScriptedDbt(clock, TEST_FAILED, OK), hook=alerts.append)
@@ -235,8 +242,16 @@ def test_interrupt_is_recorded_and_not_alerted(sessions: Callable[[str], History
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        execute(JOB, SLOT, "schedule", history=history, runner=interrupted, settings=SETTINGS, clock=clock,
-                hook=alerts.append)
+        execute(
+            JOB,
+            SLOT,
+            "schedule",
+            history=history,
+            runner=interrupted,
+            settings=SETTINGS,
+            clock=clock,
+            hook=alerts.append,
+        )
     assert history.last_runs(JOB.name, 1)[0].outcome == INTERRUPTED and alerts == []
     assert history.try_lock(job_lock(JOB.name)) is None and history.try_lock(DBT_STATE_LOCK) is None
 
@@ -260,7 +275,7 @@ def test_the_database_refuses_a_second_success_or_a_second_running_row(pg_conn: 
 def test_unreachable_server_is_history_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGHOST", "127.0.0.1")
     monkeypatch.setenv("PGPORT", "1")  # nothing listens there: connection refused
-    with pytest.raises(HistoryUnavailable, match="(?i)refused"):
+    with pytest.raises(HistoryUnavailable, match=r"(?i)refused"):
         PgHistory.connect("cubes_test_nowhere", "t")
 
 
@@ -287,19 +302,23 @@ def test_connect_retries_then_gives_up() -> None:
 
 # --- serve's decisions ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("outcomes", "first_look", "due"), [
-    ([], False, True),
-    ([], True, True),
-    ([SUCCESS], True, False),
-    ([FAILED, SUCCESS], True, False),
-    ([FAILED], False, False),  # alerted; not retried while serving
-    ([FAILED], True, True),  # a restart retries once
-    ([TIMEOUT], False, False),
-    ([TRANSIENT_EXHAUSTED], False, False),
-    ([ABANDONED], False, True),  # its process died: caught up
-    ([INTERRUPTED], False, True),
-    ([RUNNING], False, True),  # live (the lock will say busy) or dead (abandoned, then run)
-])
+
+@pytest.mark.parametrize(
+    ("outcomes", "first_look", "due"),
+    [
+        ([], False, True),
+        ([], True, True),
+        ([SUCCESS], True, False),
+        ([FAILED, SUCCESS], True, False),
+        ([FAILED], False, False),  # alerted; not retried while serving
+        ([FAILED], True, True),  # a restart retries once
+        ([TIMEOUT], False, False),
+        ([TRANSIENT_EXHAUSTED], False, False),
+        ([ABANDONED], False, True),  # its process died: caught up
+        ([INTERRUPTED], False, True),
+        ([RUNNING], False, True),  # live (the lock will say busy) or dead (abandoned, then run)
+    ],
+)
 def test_is_due(outcomes: list[str], first_look: bool, due: bool) -> None:
     assert is_due(outcomes, first_look) is due
 
@@ -312,8 +331,13 @@ def test_only_the_latest_slot_is_due_and_late_ones_are_catch_ups() -> None:
         (JOB.name, "2026-03-29T04:00:00+03:00", "catch-up"),
         (OTHER.name, "2026-03-29T06:00:00+03:00", "catch-up"),
     ]
-    on_time = due_slots(SCHEDULE, SLOT + timedelta(seconds=30), history.slot_runs, first_look=False,
-                        previous_look=SLOT - timedelta(seconds=40))
+    on_time = due_slots(
+        SCHEDULE,
+        SLOT + timedelta(seconds=30),
+        history.slot_runs,
+        first_look=False,
+        previous_look=SLOT - timedelta(seconds=40),
+    )
     # The 03:00 job fired since the previous look; yesterday's 06:00 one was missed before it.
     assert [(d.job.name, d.trigger) for d in on_time] == [(OTHER.name, "catch-up"), (JOB.name, "schedule")]
 
@@ -348,11 +372,17 @@ def test_serve_survives_an_unreachable_database_and_alerts_once() -> None:
         return MemoryHistory(database, "serve")
 
     def execute_job(history: History, job: Job, slot: datetime, trigger: str) -> RunResult:
-        return execute(job, slot, trigger, history=history, runner=ScriptedDbt(clock, OK), settings=SETTINGS,
-                       clock=clock)
+        return execute(
+            job, slot, trigger, history=history, runner=ScriptedDbt(clock, OK), settings=SETTINGS, clock=clock
+        )
 
-    scheduler = Scheduler(Schedule(HEL, (JOB,)), open_history=open_history, execute_job=execute_job, clock=clock,
-                          on_unreachable=alerts.append)
+    scheduler = Scheduler(
+        Schedule(HEL, (JOB,)),
+        open_history=open_history,
+        execute_job=execute_job,
+        clock=clock,
+        on_unreachable=alerts.append,
+    )
     outcomes = [[r.outcome for r in scheduler.tick()] for _ in range(3)]
     assert outcomes == [[UNREACHABLE]] * 3 and alerts == ["connection refused"]
     assert [r.outcome for r in scheduler.tick()] == [SUCCESS]
@@ -362,39 +392,45 @@ def test_serve_survives_an_unreachable_database_and_alerts_once() -> None:
 
 # --- classification of a dbt run ----------------------------------------------------------
 
-def _dbt_run(tmp_path: Path, exit_code: int, nodes: list[tuple[str, str]], log: str = "",
-             timed_out: bool = False) -> DbtRun:
+
+def _dbt_run(
+    tmp_path: Path, exit_code: int, nodes: list[tuple[str, str]], log: str = "", timed_out: bool = False
+) -> DbtRun:
     log_file = tmp_path / "console.log"
     log_file.write_text(log)
-    results = [NodeResult(f"model.campaign_cubes.node{i}", status, message, None)
-               for i, (status, message) in enumerate(nodes)]
+    results = [
+        NodeResult(f"model.campaign_cubes.node{i}", status, message, None) for i, (status, message) in enumerate(nodes)
+    ]
     return DbtRun(["dbt"], exit_code, 1.0, log_file, results, timed_out)
 
 
-@pytest.mark.parametrize(("exit_code", "nodes", "log", "transient"), [
-    (2, [], "Encountered an error: Runtime Error", False),  # unknown: deterministic until shown otherwise
-    (2, [], "Encountered an error:\nDatabase Error\n  the database system is starting up", True),
-    (1, [("error", "could not serialize access due to concurrent update")], "", True),
-    (1, [("error", "canceling statement due to conflict with recovery")], "", True),
-    (1, [("error", 'role name "pg_monitor2" is reserved')], "", False),
-    (1, [("error", 'invalid value for parameter "lock_timeout": "abc"')], "", False),
-    (1, [("error", 'relation "nmsdelivery" does not exist')], "", False),
-    (1, [("error", 'syntax error at or near "selec"'), ("error", "deadlock detected")], "", False),
-    (2, [], "Encountered an error:\nDatabase Error\n  connection to server failed: Connection refused", True),
-    (2, [], "Compilation Error in operation campaign_cubes-on-run-start-0\n  var reporting_timezone is", False),
-    (2, [], "Parsing Error\n  Invalid models config", False),
-    (2, [], "Error: Invalid value for '--select'", False),
-    (1, [("error", "canceling statement due to lock timeout")], "", True),
-    (1, [("error", "deadlock detected")], "", True),
-    (1, [("error", 'connection to server at "x" failed: Connection refused')], "", True),
-    (1, [("error", "terminating connection due to administrator command")], "", True),
-    (1, [], "could not connect to server", True),  # nothing ran: the log says why
-    (1, [("error", 'syntax error at or near "selec"')], "", False),
-    (1, [("fail", "Got 2 results, configured to fail if != 0")], "", False),
-    (1, [("error", "lock timeout"), ("fail", "Got 2 results")], "", False),  # bad data: retrying cannot help
-    (1, [("error", "lock timeout"), ("error", "division by zero")], "", False),
-    (1, [], "var reporting_timezone is 'Nowhere/Town'", False),
-])
+@pytest.mark.parametrize(
+    ("exit_code", "nodes", "log", "transient"),
+    [
+        (2, [], "Encountered an error: Runtime Error", False),  # unknown: deterministic until shown otherwise
+        (2, [], "Encountered an error:\nDatabase Error\n  the database system is starting up", True),
+        (1, [("error", "could not serialize access due to concurrent update")], "", True),
+        (1, [("error", "canceling statement due to conflict with recovery")], "", True),
+        (1, [("error", 'role name "pg_monitor2" is reserved')], "", False),
+        (1, [("error", 'invalid value for parameter "lock_timeout": "abc"')], "", False),
+        (1, [("error", 'relation "nmsdelivery" does not exist')], "", False),
+        (1, [("error", 'syntax error at or near "selec"'), ("error", "deadlock detected")], "", False),
+        (2, [], "Encountered an error:\nDatabase Error\n  connection to server failed: Connection refused", True),
+        (2, [], "Compilation Error in operation campaign_cubes-on-run-start-0\n  var reporting_timezone is", False),
+        (2, [], "Parsing Error\n  Invalid models config", False),
+        (2, [], "Error: Invalid value for '--select'", False),
+        (1, [("error", "canceling statement due to lock timeout")], "", True),
+        (1, [("error", "deadlock detected")], "", True),
+        (1, [("error", 'connection to server at "x" failed: Connection refused')], "", True),
+        (1, [("error", "terminating connection due to administrator command")], "", True),
+        (1, [], "could not connect to server", True),  # nothing ran: the log says why
+        (1, [("error", 'syntax error at or near "selec"')], "", False),
+        (1, [("fail", "Got 2 results, configured to fail if != 0")], "", False),
+        (1, [("error", "lock timeout"), ("fail", "Got 2 results")], "", False),  # bad data: retrying cannot help
+        (1, [("error", "lock timeout"), ("error", "division by zero")], "", False),
+        (1, [], "var reporting_timezone is 'Nowhere/Town'", False),
+    ],
+)
 def test_classify(tmp_path: Path, exit_code: int, nodes: list[tuple[str, str]], log: str, transient: bool) -> None:
     attempt = classify(_dbt_run(tmp_path, exit_code, nodes, log))
     assert not attempt.ok and attempt.transient is transient
@@ -402,14 +438,27 @@ def test_classify(tmp_path: Path, exit_code: int, nodes: list[tuple[str, str]], 
     assert attempt.message
 
 
-@pytest.mark.parametrize(("nodes", "log", "says"), [
-    ([("error", "permission denied for table nmsdelivery")], "",
-     "permission denied for table nmsdelivery: grant it to the build role"),
-    ([("error", "cannot execute CREATE TABLE in a read-only transaction")], "",
-     "cannot execute CREATE TABLE in a read-only transaction: PGHOST points at a read-only server"),
-    ([], 'Encountered an error:\nDatabase Error\n  connection to server at "h", port 5 failed: FATAL:  '
-         'password authentication failed for user "builder"', "authentication failed for user builder"),
-])
+@pytest.mark.parametrize(
+    ("nodes", "log", "says"),
+    [
+        (
+            [("error", "permission denied for table nmsdelivery")],
+            "",
+            "permission denied for table nmsdelivery: grant it to the build role",
+        ),
+        (
+            [("error", "cannot execute CREATE TABLE in a read-only transaction")],
+            "",
+            "cannot execute CREATE TABLE in a read-only transaction: PGHOST points at a read-only server",
+        ),
+        (
+            [],
+            'Encountered an error:\nDatabase Error\n  connection to server at "h", port 5 failed: FATAL:  '
+            'password authentication failed for user "builder"',
+            "authentication failed for user builder",
+        ),
+    ],
+)
 def test_classify_configuration_errors(tmp_path: Path, nodes: list[tuple[str, str]], log: str, says: str) -> None:
     attempt = classify(_dbt_run(tmp_path, 1 if nodes else 2, nodes, log))
     assert attempt.config_error and not attempt.transient
@@ -436,8 +485,16 @@ def test_an_unexpected_error_ends_the_run_as_failed_and_calls_the_hook() -> None
     def runner(job: Job, seconds_left: float) -> Attempt:
         raise FileNotFoundError("dbt is not installed in this environment")
 
-    result = execute(JOB, SLOT, "schedule", history=MemoryHistory(database, "test"), runner=runner,
-                     settings=SETTINGS, clock=clock, hook=alerts.append)
+    result = execute(
+        JOB,
+        SLOT,
+        "schedule",
+        history=MemoryHistory(database, "test"),
+        runner=runner,
+        settings=SETTINGS,
+        clock=clock,
+        hook=alerts.append,
+    )
     assert (result.outcome, result.exit_code) == (FAILED, EXIT_UNEXPECTED)
     assert result.message == "unexpected error: FileNotFoundError: dbt is not installed in this environment"
     [row] = database.rows
@@ -447,21 +504,31 @@ def test_an_unexpected_error_ends_the_run_as_failed_and_calls_the_hook() -> None
 
 def test_a_busy_work_folder_is_busy_not_a_timeout() -> None:
     history, clock = MemoryHistory(MemoryDatabase(), "test"), FakeClock(SLOT)
-    result = execute(JOB, SLOT, "schedule", history=history,
-                     runner=lambda job, left: Attempt(-1, busy=True, message="work folder x used by pid 1"),
-                     settings=SETTINGS, clock=clock)
+    result = execute(
+        JOB,
+        SLOT,
+        "schedule",
+        history=history,
+        runner=lambda job, left: Attempt(-1, busy=True, message="work folder x used by pid 1"),
+        settings=SETTINGS,
+        clock=clock,
+    )
     assert (result.outcome, result.exit_code, result.message) == (BUSY, EXIT_BUSY, "work folder x used by pid 1")
 
 
 def test_classify_names_dbt_s_error_when_no_node_failed(tmp_path: Path) -> None:
-    log = ("\x1b[0m09:21:13  Finished running  in 0.15s.\n\x1b[0m09:21:13  Encountered an error:\n"
-           "Compilation Error in operation campaign_cubes-on-run-start-0 (./dbt_project.yml)\n"
-           "  var reporting_timezone is 'Nowhere/Town', which PostgreSQL does not know\n  \n"
-           "  > in macro validate_settings (macros/validate_settings.sql)\n")
+    log = (
+        "\x1b[0m09:21:13  Finished running  in 0.15s.\n\x1b[0m09:21:13  Encountered an error:\n"
+        "Compilation Error in operation campaign_cubes-on-run-start-0 (./dbt_project.yml)\n"
+        "  var reporting_timezone is 'Nowhere/Town', which PostgreSQL does not know\n  \n"
+        "  > in macro validate_settings (macros/validate_settings.sql)\n"
+    )
     attempt = classify(_dbt_run(tmp_path, 2, [], log))
     assert not attempt.transient
-    assert attempt.message == ("Compilation Error in operation campaign_cubes-on-run-start-0 (./dbt_project.yml) | "
-                               "var reporting_timezone is 'Nowhere/Town', which PostgreSQL does not know")
+    assert attempt.message == (
+        "Compilation Error in operation campaign_cubes-on-run-start-0 (./dbt_project.yml) | "
+        "var reporting_timezone is 'Nowhere/Town', which PostgreSQL does not know"
+    )
 
 
 def test_classify_success_and_timeout(tmp_path: Path) -> None:
@@ -472,17 +539,30 @@ def test_classify_success_and_timeout(tmp_path: Path) -> None:
 
 # --- failure hook -----------------------------------------------------------------------
 
-FAILURE = RunResult(JOB.name, SLOT, "schedule", FAILED, EXIT_DBT_FAILED, run_id=7, attempts=1, dbt_exit_code=1,
-                    failed_nodes=("grain_unique", "totals_match"), message="Got 2 results")
+FAILURE = RunResult(
+    JOB.name,
+    SLOT,
+    "schedule",
+    FAILED,
+    EXIT_DBT_FAILED,
+    run_id=7,
+    attempts=1,
+    dbt_exit_code=1,
+    failed_nodes=("grain_unique", "totals_match"),
+    message="Got 2 results",
+)
 
 
 def test_hook_command_gets_the_failure_in_its_environment(tmp_path: Path) -> None:
     out = tmp_path / "hook.txt"
-    command = (f'printf "%s|" "$CUBES_JOB" "$CUBES_SLOT" "$CUBES_OUTCOME" "$CUBES_EXIT_CODE" '
-               f'"$CUBES_FAILED_NODES" "$CUBES_RUN_ID" "$CUBES_MESSAGE" > {out}')
+    command = (
+        f'printf "%s|" "$CUBES_JOB" "$CUBES_SLOT" "$CUBES_OUTCOME" "$CUBES_EXIT_CODE" '
+        f'"$CUBES_FAILED_NODES" "$CUBES_RUN_ID" "$CUBES_MESSAGE" > {out}'
+    )
     failure_hook(SchedulerSettings(on_failure=command))(FAILURE)
-    assert out.read_text() == (f"{JOB.name}|2026-03-29T04:00:00+03:00|failed|1|grain_unique totals_match|7|"
-                               "Got 2 results|")
+    assert out.read_text() == (
+        f"{JOB.name}|2026-03-29T04:00:00+03:00|failed|1|grain_unique totals_match|7|Got 2 results|"
+    )
 
 
 def test_hook_command_failure_is_only_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -491,9 +571,9 @@ def test_hook_command_failure_is_only_logged(caplog: pytest.LogCaptureFixture) -
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[str, dict[str, object]]] = []
+    received: ClassVar[list[tuple[str, dict[str, object]]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Receiver.received.append((self.headers["Content-Type"], json.loads(body)))
         self.send_response(204)
@@ -524,6 +604,7 @@ def test_webhook_receives_json(caplog: pytest.LogCaptureFixture) -> None:
 
 # --- status ---------------------------------------------------------------------------------
 
+
 def test_status_lines(sessions: Callable[[str], History]) -> None:
     history, clock = sessions("a"), FakeClock(SLOT)
     _execute(history, clock, ScriptedDbt(clock, TEST_FAILED))
@@ -546,11 +627,16 @@ def test_serve_says_busy_once_and_runs_the_slot_when_free(caplog: pytest.LogCapt
     assert other.try_lock(job_lock(JOB.name)) is None
 
     def execute_job(history: History, job: Job, slot: datetime, trigger: str) -> RunResult:
-        return execute(job, slot, trigger, history=history, runner=ScriptedDbt(clock, OK), settings=SETTINGS,
-                       clock=clock)
+        return execute(
+            job, slot, trigger, history=history, runner=ScriptedDbt(clock, OK), settings=SETTINGS, clock=clock
+        )
 
-    scheduler = Scheduler(Schedule(HEL, (JOB,)), open_history=lambda: MemoryHistory(database, "serve"),
-                          execute_job=execute_job, clock=clock)
+    scheduler = Scheduler(
+        Schedule(HEL, (JOB,)),
+        open_history=lambda: MemoryHistory(database, "serve"),
+        execute_job=execute_job,
+        clock=clock,
+    )
     outcomes = []
     for _ in range(3):
         outcomes += [r.outcome for r in scheduler.tick()]

@@ -105,17 +105,27 @@ class World:
 
     def configure(self, scheduler: str = "retries = 1\nbackoff_seconds = 0.2\ntimeout_seconds = 120\n") -> None:
         self.config.write_text(
-            f'timezone = "UTC"\n\n[scheduler]\n{scheduler}\n'
-            f'[jobs.{JOB}]\ncron = "0 3 * * *"\nselector = "{JOB}"\n')
+            f'timezone = "UTC"\n\n[scheduler]\n{scheduler}\n[jobs.{JOB}]\ncron = "0 3 * * *"\nselector = "{JOB}"\n'
+        )
 
     def env(self, plan: str, **extra: str) -> dict[str, str]:
-        return {**os.environ, "CAMPAIGN_CUBES_SCHEMA": self.schema, "CAMPAIGN_CUBES_DBT": str(self.dbt),
-                "FAKE_DBT_DIR": str(self.dir), "FAKE_DBT_PLAN": plan, **extra}
+        return {
+            **os.environ,
+            "CAMPAIGN_CUBES_SCHEMA": self.schema,
+            "CAMPAIGN_CUBES_DBT": str(self.dbt),
+            "FAKE_DBT_DIR": str(self.dir),
+            "FAKE_DBT_PLAN": plan,
+            **extra,
+        }
 
     def start(self, *args: str, plan: str = "ok", **extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, str(ROOT / "orchestrate.py"), "--config", str(self.config), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=self.env(plan, **extra))
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "orchestrate.py"), "--config", str(self.config), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env(plan, **extra),
+        )
 
     def run(self, *args: str, plan: str = "ok", **extra: str) -> tuple[int, str]:
         process = self.start(*args, plan=plan, **extra)
@@ -134,10 +144,13 @@ class World:
 
     def rows(self) -> list[dict[str, Any]]:
         with self.pg_conn.cursor() as cursor:
-            cursor.execute(sql.SQL("select * from {}.scheduler_runs order by run_id").format(
-                sql.Identifier(f"{self.schema}_audit")))
+            cursor.execute(
+                sql.SQL("select * from {}.scheduler_runs order by run_id").format(
+                    sql.Identifier(f"{self.schema}_audit")
+                )
+            )
             names = [column.name for column in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def test_kill_9_mid_run_then_exactly_one_catch_up(world: World) -> None:
@@ -231,14 +244,16 @@ def test_transient_failures_retried_then_exhausted(world: World) -> None:
     assert code == 5, output
     assert "TRANSIENT EXHAUSTED" in output and "lock timeout" in output
     assert [(r["outcome"], r["attempts"], r["exit_code"]) for r in world.rows()] == [
-        ("success", 2, 0), ("transient_exhausted", 2, 5)]
+        ("success", 2, 0),
+        ("transient_exhausted", 2, 5),
+    ]
 
 
 def test_model_failure_not_retried_and_hooks_called(world: World) -> None:
     received: list[dict[str, Any]] = []
 
     class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()
@@ -249,9 +264,11 @@ def test_model_failure_not_retried_and_hooks_called(world: World) -> None:
     server = HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.handle_request, daemon=True).start()
     hook_file = world.dir / "hook.env"
-    world.configure(f'retries = 3\nbackoff_seconds = 0.2\n'
-                    f'on_failure = "env | grep ^CUBES_ | sort > {hook_file}"\n'
-                    f'on_failure_url = "http://127.0.0.1:{server.server_address[1]}/hook"\n')
+    world.configure(
+        f"retries = 3\nbackoff_seconds = 0.2\n"
+        f'on_failure = "env | grep ^CUBES_ | sort > {hook_file}"\n'
+        f'on_failure_url = "http://127.0.0.1:{server.server_address[1]}/hook"\n'
+    )
     try:
         code, output = world.run("run", plan="fail")
     finally:
@@ -264,7 +281,8 @@ def test_model_failure_not_retried_and_hooks_called(world: World) -> None:
     assert env["CUBES_JOB"] == JOB and env["CUBES_OUTCOME"] == "failed" and env["CUBES_EXIT_CODE"] == "1"
     assert env["CUBES_FAILED_NODES"] == "unique_agg_messagecenter_full_grain" and env["CUBES_SLOT"] == ""
     assert [(p["job"], p["outcome"], p["failed_nodes"]) for p in received] == [
-        (JOB, "failed", ["unique_agg_messagecenter_full_grain"])]
+        (JOB, "failed", ["unique_agg_messagecenter_full_grain"])
+    ]
 
 
 def test_timeout_interrupts_dbt_with_sigint(world: World) -> None:
@@ -296,11 +314,14 @@ def test_unreachable_database_exits_3_after_retries_and_alerts(world: World) -> 
     assert world.calls() == []
 
 
-@pytest.mark.parametrize(("scheduler", "message"), [
-    ("retry = 3\n", "[scheduler]: unknown key 'retry' (allowed: retries, backoff_seconds, timeout_seconds"),
-    ("retries = -1\n", "retries must be a whole number >= 0, got -1"),
-    ('on_failure_url = "ftp://x"\n', "on_failure_url must start with http:// or https://"),
-])
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [
+        ("retry = 3\n", "[scheduler]: unknown key 'retry' (allowed: retries, backoff_seconds, timeout_seconds"),
+        ("retries = -1\n", "retries must be a whole number >= 0, got -1"),
+        ('on_failure_url = "ftp://x"\n', "on_failure_url must start with http:// or https://"),
+    ],
+)
 def test_bad_scheduler_configuration_exits_2(world: World, scheduler: str, message: str) -> None:
     world.configure(scheduler)
     code, output = world.run("run")

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -31,7 +31,7 @@ from campaign_cubes.timetable import Job, Schedule, SchedulerSettings, fire_time
 from memory_history import MemoryDatabase, MemoryHistory
 from support import FakeClock
 
-UTC = timezone.utc
+UTC = UTC
 SETTINGS = SchedulerSettings(retries=2, backoff_seconds=60, timeout_seconds=3 * 3600)
 HOUR = 3600.0
 
@@ -149,8 +149,14 @@ class World:
     incarnations: int
 
 
-def simulate(schedule: Schedule, start: datetime, end: datetime, open_history: Callable[[int], History],
-             seed: int, chances: Perturbations) -> World:
+def simulate(
+    schedule: Schedule,
+    start: datetime,
+    end: datetime,
+    open_history: Callable[[int], History],
+    seed: int,
+    chances: Perturbations,
+) -> World:
     """`serve` from `start` to `end`, killed and restarted at random; `open_history(incarnation)`."""
     rng = random.Random(seed)
     stats = Stats()
@@ -180,7 +186,7 @@ def simulate(schedule: Schedule, start: datetime, end: datetime, open_history: C
         incarnation += 1
         this = incarnation
 
-        def execute_job(history: History, job: Job, slot: datetime, trigger: str) -> RunResult:
+        def execute_job(history: History, job: Job, slot: datetime, trigger: str, this: int = this) -> RunResult:
             calls.append(Call(job.name, slot.astimezone(UTC), trigger, this))
             dbt.slot, clock.idle = slot.astimezone(UTC), False
             try:
@@ -192,8 +198,13 @@ def simulate(schedule: Schedule, start: datetime, end: datetime, open_history: C
                 done.add((job.name, slot.astimezone(UTC)))
             return result
 
-        scheduler = Scheduler(schedule, open_history=lambda: open_history(this), execute_job=execute_job,
-                              clock=clock, max_sleep=None)
+        scheduler = Scheduler(
+            schedule,
+            open_history=lambda this=this: open_history(this),
+            execute_job=execute_job,
+            clock=clock,
+            max_sleep=None,
+        )
         try:
             scheduler.serve(until=lambda: clock.now() >= end)
         except Crash:
@@ -223,8 +234,11 @@ def check_world(world: World, rows: list[RunRecord], first: date, last: date) ->
     for job in schedule.jobs:
         expected = _policy_slots(schedule, job, first, last)
         assert sorted(expected) == [first + timedelta(days=n) for n in range((last - first).days + 1)]
-        in_range = [row for row in rows if row.job == job.name and row.slot is not None
-                    and first <= row.slot.astimezone(zone).date() <= last]
+        in_range = [
+            row
+            for row in rows
+            if row.job == job.name and row.slot is not None and first <= row.slot.astimezone(zone).date() <= last
+        ]
         successes = Counter(row.slot for row in in_range if row.outcome == SUCCESS)
         failed_slots = {slot for name, slot in world.stats.fail_slots if name == job.name}
         for day, slot in expected.items():
@@ -244,8 +258,10 @@ def check_world(world: World, rows: list[RunRecord], first: date, last: date) ->
         for row in in_range:
             if row.outcome == ABANDONED and row.slot not in failed_slots:
                 later = [r for r in in_range if r.slot == row.slot and r.run_id > row.run_id]
-                assert later and later[-1].outcome == SUCCESS and \
-                    [r.outcome for r in later].count(SUCCESS) == 1, (row, later)
+                assert later and later[-1].outcome == SUCCESS and [r.outcome for r in later].count(SUCCESS) == 1, (
+                    row,
+                    later,
+                )
     assert not any(result.outcome == BUSY for result in world.results), "one process cannot be busy"
 
 
@@ -265,8 +281,14 @@ def test_two_years_one_success_per_job_per_local_day(zone_name: str) -> None:
     start = datetime.combine(FIRST_DAY - timedelta(days=1), time(12), zone)
     end = datetime.combine(LAST_DAY + timedelta(days=2), time(0), zone)
     database = MemoryDatabase()
-    world = simulate(schedule, start, end, lambda n: MemoryHistory(database, f"serve {n}", pid=n),
-                     seed=sum(map(ord, zone_name)), chances=Perturbations())
+    world = simulate(
+        schedule,
+        start,
+        end,
+        lambda n: MemoryHistory(database, f"serve {n}", pid=n),
+        seed=sum(map(ord, zone_name)),
+        chances=Perturbations(),
+    )
     check_world(world, database.rows, FIRST_DAY, LAST_DAY)
     stats = world.stats
     # The simulation really went through what it claims to test.
@@ -280,8 +302,10 @@ def test_dst_days_are_in_the_simulation() -> None:
     """Each zone's two-year range has spring-forward and fall-back days in it."""
     for zone_name in ZONES:
         zone = ZoneInfo(zone_name)
-        offsets = {(datetime.combine(FIRST_DAY, time(12), zone) + timedelta(days=n)).utcoffset()
-                   for n in range((LAST_DAY - FIRST_DAY).days)}
+        offsets = {
+            (datetime.combine(FIRST_DAY, time(12), zone) + timedelta(days=n)).utcoffset()
+            for n in range((LAST_DAY - FIRST_DAY).days)
+        }
         assert len(offsets) == 2, zone_name
 
 
@@ -296,11 +320,11 @@ def test_downtime_of_days_gives_one_catch_up_not_a_storm() -> None:
     before = len(database.rows)
     # Five days later (across the DST change), serve starts again at 12:00.
     restart = datetime(2026, 3, 28, 12, 0, tzinfo=zone)
-    world = simulate(schedule, restart, restart + timedelta(hours=1), lambda n: MemoryHistory(database, "b"),
-                     2, quiet)
+    world = simulate(schedule, restart, restart + timedelta(hours=1), lambda n: MemoryHistory(database, "b"), 2, quiet)
     new = database.rows[before:]
-    assert [(row.job, row.slot.astimezone(zone).isoformat() if row.slot else None, row.trigger, row.outcome)
-            for row in new] == [
+    assert [
+        (row.job, row.slot.astimezone(zone).isoformat() if row.slot else None, row.trigger, row.outcome) for row in new
+    ] == [
         ("job0_0_3_x_x_x", "2026-03-28T03:00:00+02:00", "catch-up", SUCCESS),
         ("job1_0_6_x_x_x", "2026-03-28T06:00:00+02:00", "catch-up", SUCCESS),
     ]
@@ -308,6 +332,7 @@ def test_downtime_of_days_gives_one_catch_up_not_a_storm() -> None:
 
 
 # --- the same simulation on the real PostgreSQL table -------------------------------------
+
 
 @pytest.fixture
 def history_schema(pg_conn: connection) -> Iterator[str]:
@@ -319,8 +344,7 @@ def history_schema(pg_conn: connection) -> Iterator[str]:
             cursor.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
 
 
-DENSE = Perturbations(crash_idle=0.05, crash_in_run=0.1, suspend=0.05, clock_back=0.05, transient=0.2,
-                      fail_slot=0.05)
+DENSE = Perturbations(crash_idle=0.05, crash_in_run=0.1, suspend=0.05, clock_back=0.05, transient=0.2, fail_slot=0.05)
 PG_RUNS = [
     # The project's own schedule, the full two years, on the real table.
     ("Europe/Helsinki", FIRST_DAY, LAST_DAY, Perturbations()),
@@ -374,13 +398,17 @@ def test_failure_is_not_retried_while_serving_but_once_after_a_restart() -> None
     database = MemoryDatabase()
     quiet = Perturbations(0, 0, 0, 0, 0, 1.0)  # every slot fails
     start = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
-    first = simulate(schedule, start, start + timedelta(days=1, hours=2), lambda n: MemoryHistory(database, "a"),
-                     1, quiet)
+    first = simulate(
+        schedule, start, start + timedelta(days=1, hours=2), lambda n: MemoryHistory(database, "a"), 1, quiet
+    )
     # Yesterday's slot (first look), then each day's, once: 26 hours of 1-minute ticks never retry.
     assert [(c.slot.day, c.trigger) for c in first.calls] == [(31, "catch-up"), (1, "schedule"), (2, "schedule")]
     restart = datetime(2026, 1, 2, 5, 0, tzinfo=UTC)
-    world = simulate(schedule, restart, restart + timedelta(hours=6), lambda n: MemoryHistory(database, "b"),
-                     2, quiet)
+    world = simulate(schedule, restart, restart + timedelta(hours=6), lambda n: MemoryHistory(database, "b"), 2, quiet)
     assert [(c.slot.day, c.trigger) for c in world.calls] == [(2, "catch-up")]  # a restart retries once
     assert [(row.slot.day if row.slot else 0, row.outcome) for row in database.rows] == [
-        (31, FAILED), (1, FAILED), (2, FAILED), (2, FAILED)]
+        (31, FAILED),
+        (1, FAILED),
+        (2, FAILED),
+        (2, FAILED),
+    ]
