@@ -1,4 +1,4 @@
--- The floor of bench/run.py: both aggregates of shared/campaign-model.md written as
+-- The floor of bench/run.py: both aggregates of the contract (docs/contract.md) written as
 -- one bare `create table ... as select ... group by` each, straight from the
 -- Campaign tables, as a competent engineer would write them by hand for speed:
 -- no views, no tests, no audit, no publication. bench/run.py checks that they
@@ -23,7 +23,7 @@
 --     multiplies rows;
 --   * the channel of a proposition is its space's, else its delivery's, else -1;
 --   * unknown codes and links get explicit labels; dates in the reporting zone.
--- Written for speed where it was measured to matter (README, "Performance"): lookups
+-- Written for speed where it was measured to matter (docs/performance.md): lookups
 -- deduplicated in CTEs the planner may inline (not materialized); facts in one
 -- sorted pass (DISTINCT ON, the row's ctid keeping NULL keys apart instead of a
 -- second scan); labels joined after the aggregation. Variants measured no faster

@@ -5,7 +5,7 @@ every value is a deterministic function of (row number, salt, seed), so a load i
 reproducible for a given seed and size, and fast (1 M propositions plus 1 M
 events: about 6 s on 2 cores). Besides
 realistic volumes and mixes, the tables carry every edge case of the
-specification (``shared/campaign-model.md``): placeholder rows with key 0,
+contract (``docs/contract.md``): placeholder rows with key 0,
 duplicated keys, NULL / 0 / orphan foreign keys, unknown codes, NULL timestamps,
 timestamps near UTC midnight... each both as a small fraction of the rows and as
 at least one guaranteed row, whatever the size. The list, with fractions, is at

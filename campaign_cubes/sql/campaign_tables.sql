@@ -1,6 +1,6 @@
 -- Campaign Classic's physical tables read by the cubes, as Campaign creates them
 -- on PostgreSQL (unquoted, so lower case). Column names and types follow
--- shared/campaign-model.md. Primary keys are deliberately NOT declared: replicas
+-- the contract (docs/contract.md). Primary keys are deliberately NOT declared: replicas
 -- and exports of Campaign tables can carry duplicate keys, and the demo data
 -- must be able to show how the models deal with them.
 -- The schema name is substituted by the loader (see campaign_cubes/demo.py).

@@ -1,6 +1,6 @@
 """An independent implementation of both aggregates, in plain Python.
 
-Written from shared/campaign-model.md, sharing no SQL with the dbt models: it reads
+Written from the contract (docs/contract.md), sharing no SQL with the dbt models: it reads
 the raw Campaign tables row by row and computes each published row itself, so that
 a test can compare the two cell by cell.
 """
