@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import psycopg2
 import yaml
@@ -520,6 +520,46 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor(args.vars, Path(args.config), sys.stdout)
 
 
+def cmd_freshness(args: argparse.Namespace) -> int:
+    """`dbt source freshness` of the fact tables the jobs read: one line per table."""
+    from campaign_cubes.dbt import run_dbt
+
+    database_env()
+    published_schema()  # checked before dbt runs, as for a build
+    settings = yaml.safe_load(args.vars) if args.vars else {}
+    tables = ["nmspropositionrcp"] + (
+        ["nmsrtevent", "nmsbatchevent"] if settings.get("message_center_source") == "execution" else ["nmseventhisto"]
+    )
+    dbt_args = ["source", "freshness", "--select", *(f"source:campaign.{table}" for table in tables)]
+    work_dir = PROJECT_ROOT / "target" / "freshness"
+    run = run_dbt([*dbt_args, "--vars", args.vars] if args.vars else dbt_args, env={}, work_dir=work_dir)
+    results = freshness_results(work_dir / "target" / "sources.json")
+    for result in results:
+        level = {"pass": logging.INFO, "warn": logging.WARNING}.get(result["status"], logging.ERROR)
+        age = result.get("max_loaded_at_time_ago_in_s")
+        log.log(
+            level,
+            "freshness: %s: %s, newest row %s%s",
+            result["unique_id"].rsplit(".", 1)[-1],
+            result["status"],
+            result.get("max_loaded_at") or "none",
+            "" if age is None else f" ({float(age) / 3600:.1f} h ago)",
+        )
+    if run.exit_code == 0 and results:
+        return EXIT_OK
+    if not results:
+        log.error("freshness: dbt exit %d, no result (%s)", run.exit_code, run.log_file)
+        return EXIT_CONFIG if run.exit_code == 2 else EXIT_DBT_FAILED
+    return EXIT_DBT_FAILED
+
+
+def freshness_results(path: Path) -> list[dict[str, Any]]:
+    """dbt's sources.json results, or none when dbt wrote no file."""
+    if not path.exists():
+        return []
+    return list(json.loads(path.read_text()).get("results", []))
+
+
 # --- command line ------------------------------------------------------------
 
 
@@ -677,6 +717,14 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 2 with the SQL to paste when a run would fail",
     )
     doctor.add_argument("--vars", type=dbt_vars, metavar="YAML", help="dbt vars the jobs run with")
+
+    freshness = add(
+        "freshness",
+        cmd_freshness,
+        "dbt source freshness of the fact tables the jobs read (warn_after / error_after of the sources); "
+        "exit 1 when one is past error_after",
+    )
+    freshness.add_argument("--vars", type=dbt_vars, metavar="YAML", help="dbt vars the jobs run with")
     return parser
 
 

@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from psycopg2.extensions import connection
 
 from campaign_cubes.jobs import JOBS_WORK_DIR
 
@@ -184,3 +186,22 @@ def test_two_simultaneous_runs_one_builds_one_is_busy(demo_source: str) -> None:
     assert status.returncode == 0, status.stdout + status.stderr
     [run_line] = [line.split() for line in status.stdout.splitlines() if line.strip().startswith("1 ")]
     assert run_line[:3] == ["1", "manual", "-"] and "success" in run_line
+
+
+@pytest.mark.slow
+def test_freshness_reports_each_fact_table(demo_source: str, pg_conn: connection) -> None:
+    done = orchestrate(
+        "freshness",
+        "--vars",
+        json.dumps({"campaign_schema": demo_source}),
+        env={"CAMPAIGN_CUBES_SCHEMA": "cubes_test_freshness"},
+    )
+    statuses = []
+    for table in ("nmspropositionrcp", "nmseventhisto"):
+        with pg_conn.cursor() as cursor:  # the sources' thresholds: warn after 1 day, error after 3
+            cursor.execute(f"select now() - max(tslastmodified) from {demo_source}.{table}")
+            [(age,)] = cursor.fetchall()
+        status = "pass" if age <= timedelta(days=1) else "warn" if age <= timedelta(days=3) else "error"
+        statuses.append(status)
+        assert f"freshness: {table}: {status}, newest row" in done.stdout, done.stdout
+    assert done.returncode == (1 if "error" in statuses else 0), done.stdout + done.stderr
