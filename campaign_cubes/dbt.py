@@ -95,6 +95,8 @@ class DbtRun:
     log_file: Path
     results: list[NodeResult] = field(default_factory=list)
     timed_out: bool = False
+    # the messages of dbt's error events (structured log), e.g. why it could not run at all
+    errors: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -223,6 +225,7 @@ def run_dbt(
     console_log = log_path / "console.log"
     started = time.monotonic()
     timed_out = False
+    errors: list[str] = []
     with console_log.open("w", encoding="utf-8") as sink:
         parent = os.getpid()
         process = subprocess.Popen(
@@ -236,7 +239,7 @@ def run_dbt(
         assert process.stdout is not None
         # in this thread's context, so that progress lines carry the job being run
         relay = threading.Thread(
-            target=contextvars.copy_context().run, args=(_relay, process.stdout, sink, on_event), daemon=True
+            target=contextvars.copy_context().run, args=(_relay, process.stdout, sink, on_event, errors), daemon=True
         )
         relay.start()
         try:
@@ -256,16 +259,20 @@ def run_dbt(
         log_file=console_log,
         results=read_run_results(target_path),
         timed_out=timed_out,
+        errors=tuple(errors),
     )
 
 
-def _relay(stream: IO[bytes], sink: IO[str], on_event: EventSink | None) -> None:
-    """Copy dbt's output to the console log as text, handing each JSON event on."""
+def _relay(stream: IO[bytes], sink: IO[str], on_event: EventSink | None, errors: list[str]) -> None:
+    """Copy dbt's output to the console log as text, keeping the error events' messages
+    and handing each JSON event on."""
     for raw in stream:
         line = raw.decode("utf-8", errors="replace")
         event = parse_event(line)
         sink.write(ANSI.sub("", line) if event is None else event_text(event))
         sink.flush()
+        if event is not None and event["info"].get("level") == "error":
+            errors.append(ANSI.sub("", str(event["info"].get("msg", ""))))
         if event is not None and on_event is not None:
             try:
                 on_event(event)

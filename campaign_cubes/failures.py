@@ -31,6 +31,12 @@ CONFIG_PROBLEMS = (
     # the project's own check of its settings (macros/validate_settings.sql)
     (re.compile(r"campaign-cubes settings refused, nothing was written: (.*?)(?: > in macro| > called by|$)"),
      "settings refused, nothing was written: {0}"),
+    # its checks against the database, at run start (before any model)
+    (re.compile(r"(var \w+ is '[^']*', (?:which PostgreSQL does not know as a time zone name"
+                r"|but database '[^']*' has no such schema))"),
+     "{0}"),
+    (re.compile(r"campaign-cubes: (\S+ is timestamp without time zone)"),
+     "{0}: set var campaign_database_timezone to Campaign's WdbcTimeZone"),
     (re.compile(r"(?:password )?authentication failed for user \"?([^\"\s]*)\"?", re.I),
      "authentication failed for user {0}: check PGUSER and PGPASSWORD (or the pgpass file)"),
     (re.compile(r"no password supplied", re.I),
@@ -124,16 +130,26 @@ def first_lines(message: str, count: int = 6) -> str:
 
 
 def _error_texts(run: DbtRun) -> list[str]:
-    """The errors that made the run fail: the failed nodes', else the end of dbt's output."""
+    """The errors that made the run fail: the failed nodes', else dbt's error events, else
+    the end of its output (a dbt that failed before its structured log started)."""
     if run.broken:
         return [node.message for node in run.broken]
+    if run.errors:
+        return [_without_preamble(error) for error in run.errors]
     text = ANSI.sub("", tail(run.log_file, 60))
     # dbt ends a run it could not do with "Encountered an error:" and the error itself.
     return [text.rpartition("Encountered an error")[2] or text]
 
 
+def _without_preamble(error: str) -> str:
+    # dbt's last error event starts "Encountered an error:", the error itself follows
+    return error.partition("Encountered an error:")[2].strip() or error
+
+
 def _log_error(run: DbtRun) -> str:
     """The error dbt printed when no node result explains the failure: its line and the next."""
+    if run.errors:
+        return first_lines(_without_preamble(run.errors[-1]), 2)
     lines = [ANSI.sub("", line).strip() for line in tail(run.log_file, 60).splitlines()]
     lines = [line for line in lines if line]
     named = [i for i, line in enumerate(lines) if "error" in line.lower() and not line.endswith("an error:")]
