@@ -144,8 +144,8 @@ def orchestrate_argv(demo_source: str, **dbt_vars: Any) -> list[str]:
     ]
 
 
-def _acl_mentions(pg_conn: connection, role: str) -> int:
-    """Privileges granted to `role` on the published schema or anything in it."""
+def _acl_mentions(pg_conn: connection, role: str | None) -> int:
+    """Privileges granted to `role` (None: PUBLIC, grantee 0) on the published schema or anything in it."""
     return int(
         _run(
             pg_conn,
@@ -154,10 +154,13 @@ def _acl_mentions(pg_conn: connection, role: str) -> int:
             select acl.grantee from pg_class c, aclexplode(c.relacl) acl
             where c.relnamespace = %(schema)s::regnamespace
             union all
-            select acl.grantee from pg_namespace n, aclexplode(n.nspacl) acl where n.nspname = %(name)s
+            select acl.grantee from pg_namespace n, aclexplode(n.nspacl) acl where n.nspname = %(schema)s
         ) as grants
-        where grantee = (select oid from pg_roles where rolname = %(role)s)""",
-            {"schema": SCHEMA, "name": SCHEMA, "role": role},
+        where grantee = case
+            when %(role)s::text is null then 0  -- PUBLIC
+            else (select oid from pg_roles where rolname = %(role)s)
+        end""",
+            {"schema": SCHEMA, "role": role},
         )[0][0]
     )
 
@@ -545,7 +548,7 @@ def test_a_reserved_role_name_is_never_created_nor_granted(
     """As the superuser, who could create any role: the name alone is refused."""
     before = {relation: _run(pg_conn, f"select count(*) from {relation}")[0][0] for relation in AGGREGATES}
     existed = bool(_run(pg_conn, "select 1 from pg_roles where rolname = %s", (role,)))
-    public_grants = _acl_mentions_public(pg_conn)
+    public_grants = _acl_mentions(pg_conn, None)
     dbt_vars = {"campaign_schema": demo_source, "reporting_role": role}
     run = run_dbt(
         ["run", "--select", JOB, "--vars", json.dumps(dbt_vars)],
@@ -557,24 +560,6 @@ def test_a_reserved_role_name_is_never_created_nor_granted(
     assert bool(_run(pg_conn, "select 1 from pg_roles where rolname = %s", (role,))) == existed
     if existed:
         assert _acl_mentions(pg_conn, role) == 0
-    assert _acl_mentions_public(pg_conn) == public_grants
+    assert _acl_mentions(pg_conn, None) == public_grants
     if not run.ok:  # refused before any write
         assert {relation: _run(pg_conn, f"select count(*) from {relation}")[0][0] for relation in AGGREGATES} == before
-
-
-def _acl_mentions_public(pg_conn: connection) -> int:
-    """Privileges granted to PUBLIC (grantee 0) on the published schema or anything in it."""
-    return int(
-        _run(
-            pg_conn,
-            """
-        select count(*) from (
-            select acl.grantee from pg_class c, aclexplode(c.relacl) acl
-            where c.relnamespace = %(schema)s::regnamespace
-            union all
-            select acl.grantee from pg_namespace n, aclexplode(n.nspacl) acl where n.nspname = %(schema)s
-        ) as grants
-        where grantee = 0""",
-            {"schema": SCHEMA},
-        )[0][0]
-    )
