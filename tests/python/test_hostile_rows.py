@@ -29,8 +29,8 @@ from conftest import TEST_DEMO_SIZE, TEST_SCHEMA_PREFIX
 from support import CubesBuild
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = f"{TEST_SCHEMA_PREFIX}_hostile_campaign"
-SCHEMA = f"{TEST_SCHEMA_PREFIX}_hostile"
+SOURCE = f"{TEST_SCHEMA_PREFIX}_badrows_campaign"
+SCHEMA = f"{TEST_SCHEMA_PREFIX}_badrows"
 BIGINT_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1
 
