@@ -100,6 +100,12 @@ log = logging.getLogger(__name__)
 # --- helpers ---------------------------------------------------------------
 
 
+def run_vars(schedule: Schedule, overrides: str | None) -> str | None:
+    """The dbt vars of a command: orchestrate.toml's [vars], then --vars over them, as JSON."""
+    merged = {**schedule.dbt_vars, **(yaml.safe_load(overrides) if overrides else {})}
+    return json.dumps(merged, default=str) if merged else None
+
+
 def show_progress(args: argparse.Namespace) -> bool:
     """--progress / --no-progress; by default on when a person watches the terminal."""
     return sys.stdout.isatty() if args.progress is None else bool(args.progress)
@@ -291,7 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 None,
                 "manual",
                 history=history,
-                runner=dbt_runner(args.vars, show_progress(args)),
+                runner=dbt_runner(run_vars(schedule, args.vars), show_progress(args)),
                 settings=settings,
                 clock=clock,
                 hook=hook,
@@ -344,14 +350,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     schedule = read_schedule(args)
     settings = run_settings(schedule, args)
-    hook, clock, runner = failure_hook(settings), SystemClock(), dbt_runner(args.vars, show_progress(args))
+    dbt_vars = run_vars(schedule, args.vars)
+    hook, clock, runner = failure_hook(settings), SystemClock(), dbt_runner(dbt_vars, show_progress(args))
     database_env()
     stop_on_sigterm()
 
     def execute_job(history: History, job: Job, slot: datetime, trigger: str) -> RunResult:
         result = execute(job, slot, trigger, history=history, runner=runner, settings=settings, clock=clock, hook=hook)
         if result.outcome == SUCCESS:
-            refresh_docs(args.vars, Path(args.config))
+            refresh_docs(dbt_vars, Path(args.config))
         return result
 
     def open_history() -> PgHistory:
@@ -402,7 +409,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     database_env()
     try:
-        generate_docs(args.out, dbt_vars=args.vars, config=Path(args.config))
+        generate_docs(args.out, dbt_vars=run_vars(read_schedule(args), args.vars), config=Path(args.config))
     except DocsError as problem:
         refused = config_problem(str(problem))
         if refused is not None:  # a wrong password or a missing grant: the settings' fault
@@ -517,7 +524,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from campaign_cubes.doctor import doctor
 
     database_env()
-    return doctor(args.vars, Path(args.config), sys.stdout)
+    return doctor(run_vars(read_schedule(args), args.vars), Path(args.config), sys.stdout)
 
 
 def cmd_freshness(args: argparse.Namespace) -> int:
@@ -526,13 +533,14 @@ def cmd_freshness(args: argparse.Namespace) -> int:
 
     database_env()
     published_schema()  # checked before dbt runs, as for a build
-    settings = yaml.safe_load(args.vars) if args.vars else {}
+    dbt_vars = run_vars(read_schedule(args), args.vars)
+    settings = json.loads(dbt_vars) if dbt_vars else {}
     tables = ["nmspropositionrcp"] + (
         ["nmsrtevent", "nmsbatchevent"] if settings.get("message_center_source") == "execution" else ["nmseventhisto"]
     )
     dbt_args = ["source", "freshness", "--select", *(f"source:campaign.{table}" for table in tables)]
     work_dir = PROJECT_ROOT / "target" / "freshness"
-    run = run_dbt([*dbt_args, "--vars", args.vars] if args.vars else dbt_args, env={}, work_dir=work_dir)
+    run = run_dbt([*dbt_args, "--vars", dbt_vars] if dbt_vars else dbt_args, env={}, work_dir=work_dir)
     results = freshness_results(work_dir / "target" / "sources.json")
     for result in results:
         level = {"pass": logging.INFO, "warn": logging.WARNING}.get(result["status"], logging.ERROR)

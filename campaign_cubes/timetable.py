@@ -24,7 +24,7 @@ import re
 import tomllib
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ __all__ = [
 ENV_TIMEZONE = "CAMPAIGN_CUBES_TIMEZONE"
 _ETC_TIMEZONE = Path("/etc/timezone")  # module-level so tests can point them elsewhere
 _ETC_LOCALTIME = Path("/etc/localtime")
-_TOP_KEYS = ("timezone", "jobs", "scheduler")
+_TOP_KEYS = ("timezone", "vars", "jobs", "scheduler")
 _JOB_KEYS = ("cron", "selector")
 _SCHEDULER_KEYS = ("retries", "backoff_seconds", "timeout_seconds", "on_failure", "on_failure_url")
 # Margin for the naive croniter walk: a fold makes a later naive time an earlier
@@ -87,6 +87,8 @@ class Schedule:
     timezone: ZoneInfo
     jobs: tuple[Job, ...]  # in file order
     settings: SchedulerSettings = SchedulerSettings()
+    # [vars]: the dbt vars every command runs with (--vars overrides them one by one)
+    dbt_vars: dict[str, Any] = field(default_factory=dict)
 
     def job(self, name: str) -> Job:
         """Return the job called `name`; ConfigError listing the known names otherwise."""
@@ -286,6 +288,11 @@ def load_schedule(path: Path, timezone_override: str | None = None) -> Schedule:
         raise ConfigError(f"{path}: jobs must be a table of [jobs.<name>] tables, got {jobs!r}")
     parsed = tuple(_parse_job(path, name, spec) for name, spec in jobs.items())
     settings = _parse_settings(path, data.get("scheduler", {}))
+    dbt_vars = data.get("vars", {})
+    if not isinstance(dbt_vars, dict):
+        raise ConfigError(
+            f"{path}: vars must be a table of dbt vars ([vars] with name = value lines), got {dbt_vars!r}"
+        )
     # The file's zone is validated even when overridden: same verdict on every host.
     file_zone_info = _zone_from(file_zone, f"{path}: timezone") if file_zone else None
     for value, source in (
@@ -293,8 +300,9 @@ def load_schedule(path: Path, timezone_override: str | None = None) -> Schedule:
         (os.environ.get(ENV_TIMEZONE), f"environment variable {ENV_TIMEZONE}"),
     ):
         if value:
-            return Schedule(timezone=_zone_from(value, source), jobs=parsed, settings=settings)
-    return Schedule(timezone=file_zone_info or load_zone(host_timezone_name()), jobs=parsed, settings=settings)
+            return Schedule(timezone=_zone_from(value, source), jobs=parsed, settings=settings, dbt_vars=dbt_vars)
+    zone = file_zone_info or load_zone(host_timezone_name())
+    return Schedule(timezone=zone, jobs=parsed, settings=settings, dbt_vars=dbt_vars)
 
 
 # --- fire times -------------------------------------------------------------------

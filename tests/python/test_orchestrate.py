@@ -205,3 +205,25 @@ def test_freshness_reports_each_fact_table(demo_source: str, pg_conn: connection
         statuses.append(status)
         assert f"freshness: {table}: {status}, newest row" in done.stdout, done.stdout
     assert done.returncode == (1 if "error" in statuses else 0), done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_vars_of_orchestrate_toml_are_merged_under_the_command_line(demo_source: str, tmp_path: Path) -> None:
+    config = tmp_path / "orchestrate.toml"
+    config.write_text(
+        (ROOT / "orchestrate.toml").read_text().replace("[vars]\n", f'[vars]\ncampaign_schema = "{demo_source}"\n', 1)
+    )
+    env = {"CAMPAIGN_CUBES_SCHEMA": "cubes_test_toml_vars"}
+    # the Campaign schema comes from the file only: the default one does not exist here
+    done = orchestrate("--config", str(config), "run", "agg_messageCenter_full", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # --vars adds to the file's vars (the schema still comes from the file) and overrides them
+    done = orchestrate(
+        "--config", str(config), "run", "agg_messageCenter_full", "--vars", "{publish_min_volume_ratio: 0}", env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = orchestrate(
+        "--config", str(config), "run", "agg_messageCenter_full", "--vars", "{campaign_schema: no_such}", env=env
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "var campaign_schema is 'no_such'" in done.stdout

@@ -466,3 +466,11 @@ def test_every_project_job_names_a_selector_of_selectors_yml() -> None:
         )
         assert {"method": "test_type", "value": "unit"} in exclusions
         assert {"method": "tag", "value": "audited"} in exclusions
+
+
+def test_vars_table_gives_the_dbt_vars(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[vars]\ncampaign_schema = "public"\nreporting_timezone = "Europe/Paris"\n' + JOBS)
+    assert load_schedule(path).dbt_vars == {"campaign_schema": "public", "reporting_timezone": "Europe/Paris"}
+    assert load_schedule(_write(tmp_path, JOBS)).dbt_vars == {}
+    with pytest.raises(ConfigError, match="vars must be a table"):
+        load_schedule(_write(tmp_path, 'vars = "campaign_schema: public"\n' + JOBS))
