@@ -32,6 +32,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection
 
 from campaign_cubes.dbt import DbtRun, run_dbt
+from campaign_cubes.demo import CAMPAIGN_TABLES
 from campaign_cubes.history import DBT_STATE_LOCK, PgHistory, job_lock, lock_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,15 +44,6 @@ SCHEMA = "cubes_test_leastpriv"
 AUDIT = f"{SCHEMA}_audit"
 JOB = "agg_messageCenter_full"
 AGGREGATES = (f"{SCHEMA}.agg_messagecenter_full", f"{SCHEMA}.agg_nmspropositionrcp_full")
-CAMPAIGN_TABLES = (
-    "nmsoffer",
-    "nmsofferspace",
-    "nmsdelivery",
-    "nmspropositionrcp",
-    "nmseventhisto",
-    "nmsrtevent",
-    "nmsbatchevent",
-)
 WAIT_SECONDS = 180  # bound of every wait for another process
 
 
