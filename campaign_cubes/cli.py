@@ -26,6 +26,7 @@ Exit codes:
      timeout, deadlock, serialization failure) used up the retries
   6  the run's overall timeout expired; dbt was interrupted (SIGINT)
   7  an unexpected error (dbt missing, disk full, ...); the run is recorded as failed
+  8  stale source: the facts are older than the job's stale_after; nothing was published
   130 interrupted (SIGINT/SIGTERM)
 With several jobs, `run` exits with the code of the first job that did not succeed.
 """
@@ -262,7 +263,7 @@ def stop_on_sigterm() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from campaign_cubes.history import PgHistory
     from campaign_cubes.hooks import failure_hook
-    from campaign_cubes.jobs import SystemClock, connect_with_retries, dbt_runner, execute
+    from campaign_cubes.jobs import SystemClock, connect_with_retries, dbt_batch_runner, dbt_runner, execute_together
     from campaign_cubes.outcomes import CONFIG_ERROR, UNREACHABLE, RunResult
 
     schedule = read_schedule(args)
@@ -289,21 +290,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_DATABASE
+    dbt_vars, progress = run_vars(schedule, args.vars), show_progress(args)
     try:
         # A manual run records no slot: it does not stand in for the next scheduled one.
-        results = [
-            execute(
-                job,
-                None,
-                "manual",
-                history=history,
-                runner=dbt_runner(run_vars(schedule, args.vars), show_progress(args)),
-                settings=settings,
-                clock=clock,
-                hook=hook,
-            )
-            for job in jobs
-        ]
+        results = execute_together(
+            [(job, None, "manual") for job in jobs],
+            history=history,
+            runner=dbt_runner(dbt_vars, progress),
+            batch_runner=dbt_batch_runner(dbt_vars, progress),
+            settings=settings,
+            clock=clock,
+            hook=hook,
+        )
     finally:
         history.close()
     failed = [result for result in results if result.exit_code != EXIT_OK]
@@ -344,14 +342,15 @@ def cmd_next(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from campaign_cubes.history import SUCCESS, History, PgHistory
     from campaign_cubes.hooks import failure_hook
-    from campaign_cubes.jobs import SystemClock, dbt_runner, execute
+    from campaign_cubes.jobs import SystemClock, dbt_batch_runner, dbt_runner, execute, execute_together
     from campaign_cubes.outcomes import CONFIG_ERROR, UNREACHABLE, RunResult
-    from campaign_cubes.scheduler import Scheduler
+    from campaign_cubes.scheduler import Due, Scheduler
 
     schedule = read_schedule(args)
     settings = run_settings(schedule, args)
     dbt_vars = run_vars(schedule, args.vars)
     hook, clock, runner = failure_hook(settings), SystemClock(), dbt_runner(dbt_vars, show_progress(args))
+    batch_runner = dbt_batch_runner(dbt_vars, show_progress(args))
     database_env()
     stop_on_sigterm()
 
@@ -360,6 +359,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if result.outcome == SUCCESS:
             refresh_docs(dbt_vars, Path(args.config))
         return result
+
+    def execute_due(history: History, due: list[Due]) -> list[RunResult]:
+        results = execute_together(
+            [(each.job, each.slot, each.trigger) for each in due],
+            history=history,
+            runner=runner,
+            batch_runner=batch_runner,
+            settings=settings,
+            clock=clock,
+            hook=hook,
+        )
+        if any(result.outcome == SUCCESS for result in results):
+            refresh_docs(dbt_vars, Path(args.config))
+        return results
 
     def open_history() -> PgHistory:
         try:
@@ -375,6 +388,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         schedule,
         open_history=open_history,
         execute_job=execute_job,
+        execute_together=execute_due,
         clock=clock,
         on_unreachable=lambda message: hook(
             RunResult("*", None, "schedule", UNREACHABLE, EXIT_DATABASE, message=message)

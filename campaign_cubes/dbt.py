@@ -1,12 +1,15 @@
-"""Running dbt as a subprocess, one at a time, and reading what it did.
+"""Running dbt as a subprocess and reading what it did.
 
-dbt's in-process runner is not safe for repeated invocations, so each build is a
-fresh `dbt` process. Its console output goes to a log file; what happened to each
-node is read from `run_results.json`, which is the per-node truth.
+Each invocation runs in a process of its own (`run_dbt`), or several one after
+the other in one process (`run_dbt_batch`, for jobs run together), never two at
+once in one process, which dbt does not support. dbt's console output goes to a log
+file per invocation; what happened to each node is read from `run_results.json`,
+which is the per-node truth.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ctypes
 import json
@@ -19,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +35,7 @@ FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "skipped"})
 # How long dbt gets to cancel its queries after SIGINT before it is killed.
 INTERRUPT_GRACE_SECONDS = 60.0
 ENV_DBT = "CAMPAIGN_CUBES_DBT"
+BATCH_MARK = "campaign_cubes_batch"  # campaign_cubes.dbt_batch's marker lines
 _PR_SET_PDEATHSIG = 1
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes, should a message carry some
 EventSink = Callable[[dict[str, Any]], None]  # receives each dbt JSON log event
@@ -203,82 +207,187 @@ def run_dbt(
     dbt writes its events as JSON lines; each is written to the console log as the
     text dbt would have printed, and handed to `on_event` as it happens (progress).
     """
-    target_path = work_dir / "target"
-    log_path = work_dir / "logs"
-    log_path.mkdir(parents=True, exist_ok=True)
-    (target_path / "run_results.json").unlink(missing_ok=True)
-    argv = [
-        dbt_executable(),
-        *args,
-        "--log-format",
-        "json",
-        "--no-use-colors",
-        "--project-dir",
-        str(PROJECT_ROOT),
-        "--profiles-dir",
-        str(profiles_dir()),
-        "--target-path",
-        str(target_path),
-        "--log-path",
-        str(log_path),
-    ]
-    console_log = log_path / "console.log"
+    invocation = Invocation(args, work_dir, on_event)
+    argv = [dbt_executable(), *invocation.argv()]
+    with invocation.console_log.open("w", encoding="utf-8") as sink:
+        relay = _Relay([invocation], [sink])
+        relay.current = 0
+        exit_code, timed_out, seconds = _run_process(argv, env, timeout, relay)
+    return invocation.result(argv, exit_code, seconds, timed_out, relay.errors[0])
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One dbt invocation of a batch: its arguments, its work folder, who hears its events."""
+
+    args: list[str]
+    work_dir: Path
+    on_event: EventSink | None = None
+
+    @property
+    def console_log(self) -> Path:
+        return self.work_dir / "logs" / "console.log"
+
+    def argv(self) -> list[str]:
+        """dbt's arguments: JSON log events, and this invocation's target and log folders."""
+        target_path, log_path = self.work_dir / "target", self.work_dir / "logs"
+        log_path.mkdir(parents=True, exist_ok=True)
+        (target_path / "run_results.json").unlink(missing_ok=True)
+        return [
+            *self.args,
+            "--log-format",
+            "json",
+            "--no-use-colors",
+            "--project-dir",
+            str(PROJECT_ROOT),
+            "--profiles-dir",
+            str(profiles_dir()),
+            "--target-path",
+            str(target_path),
+            "--log-path",
+            str(log_path),
+        ]
+
+    def result(self, argv: list[str], exit_code: int, seconds: float, timed_out: bool, errors: list[str]) -> DbtRun:
+        return DbtRun(
+            argv=argv,
+            exit_code=exit_code,
+            seconds=seconds,
+            log_file=self.console_log,
+            results=read_run_results(self.work_dir / "target"),
+            timed_out=timed_out,
+            errors=tuple(errors),
+        )
+
+
+def run_dbt_batch(invocations: list[Invocation], *, env: dict[str, str], timeout: float | None = None) -> list[DbtRun]:
+    """Run the invocations one after the other in one process (campaign_cubes.dbt_batch).
+
+    Each gets its own console log and run results, as with `run_dbt`. `timeout`
+    bounds the whole batch: the invocation under way when it expires, and those not
+    started, come back timed out. A stand-in dbt ($CAMPAIGN_CUBES_DBT) cannot run in
+    process: each invocation then runs in a process of its own, within the same time.
+    """
+    if os.environ.get(ENV_DBT) or len(invocations) == 1:
+        return _run_each(invocations, env, timeout)
+    argv = [sys.executable, "-m", "campaign_cubes.dbt_batch", json.dumps([each.argv() for each in invocations])]
+    with contextlib.ExitStack() as stack:
+        sinks = [stack.enter_context(each.console_log.open("w", encoding="utf-8")) for each in invocations]
+        relay = _Relay(invocations, sinks)
+        exit_code, timed_out, seconds = _run_process(argv, env, timeout, relay)
+    runs: list[DbtRun] = []
+    for index, invocation in enumerate(invocations):
+        ended = relay.ends.get(index)
+        if ended is not None:
+            runs.append(invocation.result(argv, ended[0], ended[1], False, relay.errors[index]))
+        elif relay.current in (index, None):  # under way when the batch stopped, or it never began
+            runs.append(invocation.result(argv, exit_code, seconds, timed_out, relay.errors[index]))
+        else:
+            with invocation.console_log.open("a", encoding="utf-8") as sink:
+                sink.write(f"not started: the process running it stopped first (exit {exit_code})\n")
+            runs.append(invocation.result(argv, exit_code or -1, 0.0, timed_out, relay.errors[index]))
+    return runs
+
+
+def _run_each(invocations: list[Invocation], env: dict[str, str], timeout: float | None) -> list[DbtRun]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    runs: list[DbtRun] = []
+    for invocation in invocations:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if left == 0.0 and runs:
+            runs.append(invocation.result([dbt_executable(), *invocation.args], -1, 0.0, True, []))
+            continue
+        runs.append(
+            run_dbt(invocation.args, env=env, work_dir=invocation.work_dir, timeout=left, on_event=invocation.on_event)
+        )
+    return runs
+
+
+def _run_process(argv: list[str], env: dict[str, str], timeout: float | None, relay: _Relay) -> tuple[int, bool, float]:
+    """Run `argv`, its output through `relay`: (exit code, timed out, seconds)."""
     started = time.monotonic()
     timed_out = False
-    errors: list[str] = []
-    with console_log.open("w", encoding="utf-8") as sink:
-        parent = os.getpid()
-        process = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dbt_env(env),
-            cwd=PROJECT_ROOT,
-            preexec_fn=(lambda: _interrupt_when_parent_dies(parent)) if sys.platform == "linux" else None,
-        )
-        assert process.stdout is not None
-        # in this thread's context, so that progress lines carry the job being run
-        relay = threading.Thread(
-            target=contextvars.copy_context().run, args=(_relay, process.stdout, sink, on_event, errors), daemon=True
-        )
-        relay.start()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _stop(process)
-        except KeyboardInterrupt:
-            _stop(process)
-            raise
-        finally:
-            relay.join()
-    return DbtRun(
-        argv=argv,
-        exit_code=process.returncode,
-        seconds=time.monotonic() - started,
-        log_file=console_log,
-        results=read_run_results(target_path),
-        timed_out=timed_out,
-        errors=tuple(errors),
+    parent = os.getpid()
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dbt_env(env),
+        cwd=PROJECT_ROOT,
+        preexec_fn=(lambda: _interrupt_when_parent_dies(parent)) if sys.platform == "linux" else None,
     )
+    assert process.stdout is not None
+    # in this thread's context, so that progress lines carry the job being run
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(relay.run, process.stdout), daemon=True)
+    thread.start()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _stop(process)
+    except KeyboardInterrupt:
+        _stop(process)
+        raise
+    finally:
+        thread.join()
+    return process.returncode, timed_out, time.monotonic() - started
 
 
-def _relay(stream: IO[bytes], sink: IO[str], on_event: EventSink | None, errors: list[str]) -> None:
-    """Copy dbt's output to the console log as text, keeping the error events' messages
-    and handing each JSON event on."""
-    for raw in stream:
-        line = raw.decode("utf-8", errors="replace")
-        event = parse_event(line)
+class _Relay:
+    """Copies dbt's output to each invocation's console log as text, keeps the error
+    events' messages and hands each JSON event on. A batch's marker lines
+    (campaign_cubes.dbt_batch) say which invocation the lines that follow belong to;
+    lines before the first marker (Python failing to start dbt) go to every log."""
+
+    def __init__(self, invocations: list[Invocation], sinks: Sequence[IO[str]]) -> None:
+        self.sinks = sinks
+        self.handlers = [each.on_event for each in invocations]
+        self.errors: list[list[str]] = [[] for _ in invocations]
+        self.ends: dict[int, tuple[int, float]] = {}  # invocation -> (exit code, seconds)
+        self.current: int | None = None
+
+    def run(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", errors="replace")
+            batch_mark = _batch_mark(line)
+            if batch_mark is not None:
+                self._mark(batch_mark)
+                continue
+            event = parse_event(line)
+            for index in range(len(self.sinks)) if self.current is None else [self.current]:
+                self._write(index, line, event)
+
+    def _mark(self, fields: dict[str, Any]) -> None:
+        if "start" in fields:
+            self.current = int(fields["start"])
+        elif "end" in fields:
+            self.ends[int(fields["end"])] = (int(fields["exit_code"]), float(fields["seconds"]))
+
+    def _write(self, index: int, line: str, event: dict[str, Any] | None) -> None:
+        sink = self.sinks[index]
         sink.write(ANSI.sub("", line) if event is None else event_text(event))
         sink.flush()
-        if event is not None and event["info"].get("level") == "error":
-            errors.append(ANSI.sub("", str(event["info"].get("msg", ""))))
-        if event is not None and on_event is not None:
+        if event is None:
+            return
+        if event["info"].get("level") == "error":
+            self.errors[index].append(ANSI.sub("", str(event["info"].get("msg", ""))))
+        handler = self.handlers[index]
+        if handler is not None:
             try:
-                on_event(event)
+                handler(event)
             except Exception:  # a progress display must never stop the build's log
                 log.exception("dbt event handler failed on %s", event.get("info", {}).get("name"))
-                on_event = None
+                self.handlers[index] = None
+
+
+def _batch_mark(line: str) -> dict[str, Any] | None:
+    if not line.startswith('{"' + BATCH_MARK):
+        return None
+    try:
+        fields = json.loads(line)[BATCH_MARK]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return fields if isinstance(fields, dict) else None
 
 
 def parse_event(line: str) -> dict[str, Any] | None:

@@ -11,6 +11,11 @@ timestamps near UTC midnight... each both as a small fraction of the rows and as
 at least one guaranteed row, whatever the size. The list, with fractions, is at
 the top of ``sql/demo_data.sql``.
 
+The demo covers 2025 and 2026. Loaded later, its fact rows' ``tslastmodified``
+(and nothing else) moves forward by the time since the end of 2026, so that the
+jobs' freshness gate sees a source that is still being written, as a live
+Campaign is; the cubes' cells do not depend on it.
+
 Usage::
 
     import psycopg2
@@ -25,6 +30,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -61,6 +67,14 @@ _EVENT_KEY = {"nmseventhisto": "bieventhistoid", "nmsrtevent": "irteventid", "nm
 
 # hashint8extended takes a bigint seed; seed * 1000 + salt must stay inside it.
 _MAX_SEED = 9_000_000_000_000
+# The end of the demo's two years (its dates are 2025-01-01 .. 2026-12-31).
+DEMO_END = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def modified_shift(now: datetime) -> int:
+    """Seconds added to the fact rows' tslastmodified: the time since the demo's end, if past."""
+    return max(0, int((now - DEMO_END).total_seconds()))
+
 
 # Below this many rows a statement runs faster without JIT: compiling the large
 # generator expressions takes ~0.4 s, and the planner, misled by the row estimate
@@ -216,6 +230,7 @@ def load_demo(conn: connection, schema: str, size: DemoSize = DemoSize(), seed: 
         raise ValueError(f"seed must be an integer of at most {_MAX_SEED} in absolute value, got {seed!r}")
     ident = sql.Identifier(schema)
     rt_events, batch_events = size.execution_split()
+    shift = sql.Literal(modified_shift(datetime.now(UTC)))
     event_rows = {"nmseventhisto": size.events, "nmsrtevent": rt_events, "nmsbatchevent": batch_events}
     with _transaction(conn) as cur:
         # A demo load can be redone: no need to wait for the WAL flush at commit.
@@ -234,6 +249,7 @@ def load_demo(conn: connection, schema: str, size: DemoSize = DemoSize(), seed: 
             "demo_propositions.sql",
             schema=ident,
             propositions=sql.Literal(size.propositions),
+            modified_shift=shift,
             recipients=sql.Literal(max(size.propositions // 5, 1)),
         )
         for table, rows in event_rows.items():
@@ -248,6 +264,7 @@ def load_demo(conn: connection, schema: str, size: DemoSize = DemoSize(), seed: 
                 rows=sql.Literal(rows),
                 salt=sql.Literal(_EVENT_SALT[table]),
                 recipients=sql.Literal(max(rows // 3, 1)),
+                modified_shift=shift,
             )
         _run_file(cur, "demo_cleanup.sql")
         log.info("load-demo: %s: analyzing the tables", schema, extra=event("load", table=None, rows=None))

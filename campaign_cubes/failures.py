@@ -25,6 +25,10 @@ TRANSIENT_MARKERS = (
     "sorry, too many clients already", "due to lock timeout", "could not obtain lock",
     "deadlock detected", "could not serialize access", "conflict with recovery",
 )  # fmt: skip
+# The publication's freshness gate (macros/source_freshness.sql): its own outcome, never retried.
+STALE_SOURCE_ERROR = re.compile(
+    r"campaign-cubes stale source, nothing was published: (.*?)(?: > in macro| > called by|$)"
+)
 # Errors the operator fixes in the settings or the grants: exit 2, never retried.
 # (pattern, what the message adds so that it says what is missing)
 CONFIG_PROBLEMS = (
@@ -65,6 +69,7 @@ class Attempt:
     transient: bool = False
     timed_out: bool = False
     config_error: bool = False  # permission, read-only or login: exit 2, no retry
+    stale_source: bool = False  # the freshness gate refused the facts: exit 8, no retry
     busy: bool = False  # the job's work folder stayed in use by another process
     failed_nodes: tuple[str, ...] = ()
     message: str = ""
@@ -83,6 +88,9 @@ def classify(run: DbtRun) -> Attempt:
         return Attempt(
             run.exit_code, timed_out=True, failed_nodes=failed, message=f"timed out after {run.seconds:.0f} s"
         )
+    stale = next(filter(None, map(STALE_SOURCE_ERROR.search, map(_flat, _error_texts(run)))), None)
+    if stale:
+        return Attempt(run.exit_code, stale_source=True, failed_nodes=failed, message=stale.group(1))
     problem = next(filter(None, map(config_problem, _error_texts(run))), None)
     if problem:
         return Attempt(run.exit_code, config_error=True, failed_nodes=failed, message=problem)
@@ -104,12 +112,16 @@ def is_transient(run: DbtRun) -> bool:
 
 def config_problem(text: str) -> str | None:
     """What the operator must fix, when `text` is a login, permission or read-only error."""
-    flat = " ".join(text.split())
+    flat = _flat(text)
     for pattern, advice in CONFIG_PROBLEMS:
         found = pattern.search(flat)
         if found:
             return advice.format(*(found.groups() or (found.group(0),)))
     return None
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
 
 
 def login_problem(problem: BaseException) -> ConfigError | None:

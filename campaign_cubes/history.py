@@ -35,6 +35,7 @@ SUCCESS = "success"
 FAILED = "failed"  # a model or test failed: not retried
 TIMEOUT = "timeout"  # the run's overall timeout expired; dbt got SIGINT
 TRANSIENT_EXHAUSTED = "transient_exhausted"  # transient failures used up the retry budget
+STALE_SOURCE = "stale_source"  # the facts were too old to publish (stale_after): nothing was built
 INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM
 ABANDONED = "abandoned"  # its process died (found later, its lock being free)
 

@@ -3,18 +3,23 @@
 `execute` is the whole life of one run of one job, with the clock, the history
 store and the dbt runner passed in (a `RunContext`), so that tests can drive it
 with a fake clock and a fake dbt. `dbt_runner` is the real runner: one
-`dbt build` per attempt. How an attempt's failure is classified lives in
-failures.py, the outcomes and exit codes in outcomes.py, the hook in hooks.py.
+`dbt build` per attempt. `execute_together` runs several jobs at once: their first
+attempts share one dbt process (`dbt_batch_runner`), and each job keeps its own
+lock, history row, retries, outcome and hook. How an attempt's failure is
+classified lives in failures.py, the outcomes and exit codes in outcomes.py, the
+hook in hooks.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,12 +27,13 @@ from pathlib import Path
 from typing import Protocol
 
 from campaign_cubes import PROJECT_ROOT
-from campaign_cubes.dbt import DbtRun, run_dbt, tail
+from campaign_cubes.dbt import DbtRun, Invocation, run_dbt, run_dbt_batch, tail
 from campaign_cubes.failures import Attempt, classify, describe_exception, first_lines, login_problem
 from campaign_cubes.history import (
     DBT_STATE_LOCK,
     FAILED,
     INTERRUPTED,
+    STALE_SOURCE,
     SUCCESS,
     TIMEOUT,
     TRANSIENT_EXHAUSTED,
@@ -87,13 +93,15 @@ class SystemClock:
 # --- one dbt attempt -------------------------------------------------------------------
 
 Runner = Callable[[Job, float], Attempt]  # (job, seconds left) -> what happened
+BatchRunner = Callable[[Sequence[Job], float], list[Attempt]]  # several jobs, one process
 
 
 def build_args(job: Job, dbt_vars: str | None = None) -> list[str]:
     # The job's selector (selectors.yml) says what a nightly build runs, so that
     # `dbt build --selector <job>` by hand runs exactly the same nodes and tests.
-    args = ["build", "--selector", job.selector]
-    return [*args, "--vars", dbt_vars] if dbt_vars else args
+    # A job refuses stale facts (its stale_after) unless the vars say otherwise.
+    given = json.loads(dbt_vars) if dbt_vars else {}
+    return ["build", "--selector", job.selector, "--vars", json.dumps({"stale_source_after": job.stale_after, **given})]
 
 
 def run_job(
@@ -166,6 +174,39 @@ def dbt_runner(dbt_vars: str | None, progress: bool = False) -> Runner:
     return run
 
 
+def dbt_batch_runner(dbt_vars: str | None, progress: bool = False) -> BatchRunner:
+    """The real runner of jobs run together: their `dbt build`s one after the other in
+    one process (campaign_cubes.dbt_batch), each with its own work folder and log."""
+
+    def run(jobs: Sequence[Job], seconds_left: float) -> list[Attempt]:
+        started = time.monotonic()
+        attempts: dict[str, Attempt] = {}
+        with contextlib.ExitStack() as stack:
+            ready = []
+            for job in jobs:
+                holder = stack.enter_context(work_dir_lock(job, seconds_left - (time.monotonic() - started)))
+                if holder is not None:
+                    folder = JOBS_WORK_DIR / job.name
+                    attempts[job.name] = Attempt(-1, busy=True, message=f"work folder {folder} used by {holder}")
+                else:
+                    ready.append(job)
+            invocations = []
+            for job in ready:
+                with job_context(job.name):
+                    args = build_args(job, dbt_vars)
+                    log.info("%s: start: dbt %s (one process for %d jobs)", job.name, " ".join(args), len(ready))
+                progress_of = node_progress(job.name) if progress else None
+                invocations.append(Invocation(args, JOBS_WORK_DIR / job.name, progress_of))
+            timeout = seconds_left - (time.monotonic() - started)
+            for job, run in zip(ready, run_dbt_batch(invocations, env={}, timeout=timeout), strict=True):
+                with job_context(job.name):
+                    log_build_summary(job, run)
+                attempts[job.name] = classify(run)
+        return [attempts[job.name] for job in jobs]
+
+    return run
+
+
 # --- one run: locks, history, retries -----------------------------------------------------
 
 
@@ -231,6 +272,14 @@ def execute(
 
 
 def _execute(context: RunContext) -> RunResult:
+    begun = _begin(context)
+    if isinstance(begun, RunResult):
+        return begun
+    return _finish(context, begun, lambda: _attempts(context, begun))
+
+
+def _begin(context: RunContext) -> int | RunResult:
+    """Take the job's lock and open its history row: the run id, or why the run will not happen."""
     job, slot, history, clock = context.job, context.slot, context.history, context.clock
     holder = history.try_lock(job_lock(job.name))
     if holder is not None:
@@ -246,12 +295,23 @@ def _execute(context: RunContext) -> RunResult:
             log.info(
                 "%s: slot %s already succeeded (run %d); nothing to do", job.name, _slot_text(slot), done[0].run_id
             )
+            history.unlock(job_lock(job.name))
             return context.result(ALREADY_DONE, EXIT_OK, done[0].run_id)
         run_id = history.start(job.name, slot, context.trigger, clock.now())
-        set_run_id(run_id)
-        log.info("%s: run %d (%s, slot %s)", job.name, run_id, context.trigger, _slot_text(slot))
+    except BaseException:
+        history.unlock(job_lock(job.name))
+        raise
+    set_run_id(run_id)
+    log.info("%s: run %d (%s, slot %s)", job.name, run_id, context.trigger, _slot_text(slot))
+    return run_id
+
+
+def _finish(context: RunContext, run_id: int, work: Callable[[], RunResult]) -> RunResult:
+    """Do the run's `work`, record how it ended, release the job's lock and report."""
+    job, history, clock = context.job, context.history, context.clock
+    try:
         try:
-            result = _attempts(context, run_id)
+            result = work()
         except KeyboardInterrupt:
             history.finish(run_id, clock.now(), INTERRUPTED, EXIT_INTERRUPTED, None, 0, (), "interrupted")
             raise
@@ -278,6 +338,79 @@ def _execute(context: RunContext) -> RunResult:
     return result
 
 
+def execute_together(
+    runs: Sequence[tuple[Job, datetime | None, str]],
+    *,
+    history: History,
+    runner: Runner,
+    batch_runner: BatchRunner,
+    settings: SchedulerSettings,
+    clock: Clock,
+    hook: Hook = lambda result: None,
+) -> list[RunResult]:
+    """Run several jobs (each for its slot, with its trigger) at once: their first attempts
+    in one dbt process; each job keeps its own lock, history row, retries, outcome and hook."""
+    contexts = [RunContext(job, slot, trigger, history, runner, settings, clock, hook) for job, slot, trigger in runs]
+    results: dict[int, RunResult] = {}
+    begun: list[tuple[int, int]] = []  # (index in runs, run id)
+    for index, context in enumerate(contexts):
+        with job_context(context.job.name):
+            started = _begin(context)
+        if isinstance(started, RunResult):
+            results[index] = started
+        else:
+            begun.append((index, started))
+    deadline = clock.monotonic() + settings.timeout_seconds
+    try:
+        firsts = _first_attempts([contexts[index] for index, _ in begun], batch_runner, deadline)
+    except KeyboardInterrupt:
+        for index, run_id in begun:
+            history.finish(run_id, clock.now(), INTERRUPTED, EXIT_INTERRUPTED, None, 0, (), "interrupted")
+            history.unlock(job_lock(contexts[index].job.name))
+        raise
+    for (index, run_id), first in zip(begun, firsts, strict=True):
+        context = contexts[index]
+        with job_context(context.job.name):
+            set_run_id(run_id)
+            results[index] = _finish(context, run_id, _continue(context, run_id, first, deadline))
+    return [results[index] for index in range(len(contexts))]
+
+
+def _first_attempts(
+    contexts: list[RunContext], batch_runner: BatchRunner, deadline: float
+) -> list[Attempt | BaseException | None]:
+    """The jobs' first attempts, in one batch under the dbt state lock; None for a job that
+    must make its own (the lock was not to be had), the exception if the batch failed."""
+    if len(contexts) < 2:
+        return [None] * len(contexts)
+    first = contexts[0]
+    if _wait_for_dbt_state(first, deadline) is not None:
+        return [None] * len(contexts)
+    try:
+        attempts: list[Attempt | BaseException | None] = list(
+            batch_runner([context.job for context in contexts], deadline - first.clock.monotonic())
+        )
+        return attempts
+    except Exception as problem:  # dbt missing, disk full...: each job records it
+        log.debug("jobs run together: unexpected error", exc_info=True)
+        return [problem] * len(contexts)
+    finally:
+        first.history.unlock(DBT_STATE_LOCK)
+
+
+def _continue(
+    context: RunContext, run_id: int, first: Attempt | BaseException | None, deadline: float
+) -> Callable[[], RunResult]:
+    """A job's work after the batch: its first attempt's verdict, then its own retries."""
+
+    def work() -> RunResult:
+        if isinstance(first, BaseException):
+            raise first
+        return _attempts(context, run_id, first=first, deadline=deadline)
+
+    return work
+
+
 def _wait_for_dbt_state(context: RunContext, deadline: float) -> Holder | None:
     """Take the shared dbt state lock, waiting up to `deadline`; the holder if we gave up."""
     told = False
@@ -295,75 +428,88 @@ def _wait_for_dbt_state(context: RunContext, deadline: float) -> Holder | None:
     return None
 
 
-def _attempts(context: RunContext, run_id: int) -> RunResult:
-    def result(outcome: str, attempts: int, attempt: Attempt | None, message: str) -> RunResult:
-        return context.result(
-            outcome, OUTCOME_EXIT[outcome], run_id, attempts=attempts, attempt=attempt, message=message
-        )
-
+def _attempts(
+    context: RunContext, run_id: int, *, first: Attempt | None = None, deadline: float | None = None
+) -> RunResult:
+    """Attempts until one settles the run; `first` is an attempt already made (a batch's)."""
     clock, settings = context.clock, context.settings
-    deadline = clock.monotonic() + settings.timeout_seconds
+    deadline = clock.monotonic() + settings.timeout_seconds if deadline is None else deadline
+    number = 0
+    if first is not None:
+        number = 1
+        verdict = _verdict(context, run_id, number, first, deadline)
+        if verdict is not None:
+            return verdict
     holder = _wait_for_dbt_state(context, deadline)
     if holder is not None:
-        return result(TIMEOUT, 0, None, f"timed out waiting for the dbt state lock held by {holder.describe()}")
+        return context.result(
+            TIMEOUT,
+            OUTCOME_EXIT[TIMEOUT],
+            run_id,
+            attempts=number,
+            message=f"timed out waiting for the dbt state lock held by {holder.describe()}",
+        )
     try:
-        number = 0
         while True:
             number += 1
             if clock.monotonic() >= deadline:  # only a suspended machine gets here
-                return result(
+                return context.result(
                     TIMEOUT,
-                    number - 1,
-                    None,
-                    f"overall timeout of {settings.timeout_seconds:.0f} s reached before a retry",
+                    OUTCOME_EXIT[TIMEOUT],
+                    run_id,
+                    attempts=number - 1,
+                    message=f"overall timeout of {settings.timeout_seconds:.0f} s reached before a retry",
                 )
             attempt = context.runner(context.job, deadline - clock.monotonic())
-            if attempt.ok:
-                return result(SUCCESS, number, attempt, "")
-            if attempt.busy:
-                return result(BUSY, number, None, attempt.message)
-            if attempt.config_error:
-                return context.result(
-                    FAILED,
-                    EXIT_CONFIG,
-                    run_id,
-                    attempts=number,
-                    attempt=attempt,
-                    message=f"configuration: {attempt.message}",
-                )
-            if attempt.timed_out:
-                return result(
-                    TIMEOUT,
-                    number,
-                    attempt,
-                    f"overall timeout of {settings.timeout_seconds:.0f} s reached ({attempt.message})",
-                )
-            if not attempt.transient:
-                return result(FAILED, number, attempt, attempt.message)
-            delay = settings.backoff_seconds * 2 ** (number - 1)
-            if number > settings.retries:
-                return result(
-                    TRANSIENT_EXHAUSTED,
-                    number,
-                    attempt,
-                    f"{attempt.message} (transient; {settings.retries} retries used)",
-                )
-            if clock.monotonic() + delay >= deadline:
-                return result(
-                    TRANSIENT_EXHAUSTED, number, attempt, f"{attempt.message} (transient; no time left for a retry)"
-                )
-            log.warning(
-                "%s: attempt %d failed transiently (%s); retry %d of %d in %.0f s",
-                context.job.name,
-                number,
-                attempt.message,
-                number,
-                settings.retries,
-                delay,
-            )
-            clock.sleep(delay)
+            verdict = _verdict(context, run_id, number, attempt, deadline)
+            if verdict is not None:
+                return verdict
     finally:
         context.history.unlock(DBT_STATE_LOCK)
+
+
+def _verdict(context: RunContext, run_id: int, number: int, attempt: Attempt, deadline: float) -> RunResult | None:
+    """How attempt `number` ends the run, or None after waiting to retry a transient failure."""
+
+    def result(outcome: str, message: str, made: Attempt | None = attempt) -> RunResult:
+        return context.result(outcome, OUTCOME_EXIT[outcome], run_id, attempts=number, attempt=made, message=message)
+
+    clock, settings = context.clock, context.settings
+    if attempt.ok:
+        return result(SUCCESS, "")
+    if attempt.busy:
+        return result(BUSY, attempt.message, None)
+    if attempt.stale_source:
+        return result(STALE_SOURCE, f"stale source: {attempt.message}")
+    if attempt.config_error:
+        return context.result(
+            FAILED,
+            EXIT_CONFIG,
+            run_id,
+            attempts=number,
+            attempt=attempt,
+            message=f"configuration: {attempt.message}",
+        )
+    if attempt.timed_out:
+        return result(TIMEOUT, f"overall timeout of {settings.timeout_seconds:.0f} s reached ({attempt.message})")
+    if not attempt.transient:
+        return result(FAILED, attempt.message)
+    delay = settings.backoff_seconds * 2 ** (number - 1)
+    if number > settings.retries:
+        return result(TRANSIENT_EXHAUSTED, f"{attempt.message} (transient; {settings.retries} retries used)")
+    if clock.monotonic() + delay >= deadline:
+        return result(TRANSIENT_EXHAUSTED, f"{attempt.message} (transient; no time left for a retry)")
+    log.warning(
+        "%s: attempt %d failed transiently (%s); retry %d of %d in %.0f s",
+        context.job.name,
+        number,
+        attempt.message,
+        number,
+        settings.retries,
+        delay,
+    )
+    clock.sleep(delay)
+    return None
 
 
 def report_result(result: RunResult, hook: Hook) -> None:

@@ -6,7 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from campaign_cubes.history import FAILED, INTERRUPTED, SUCCESS, TIMEOUT, TRANSIENT_EXHAUSTED, Holder
+from campaign_cubes.history import (
+    FAILED,
+    INTERRUPTED,
+    STALE_SOURCE,
+    SUCCESS,
+    TIMEOUT,
+    TRANSIENT_EXHAUSTED,
+    Holder,
+)
 
 # orchestrate.py's exit codes (documented in its docstring and the README).
 EXIT_OK = 0
@@ -17,6 +25,7 @@ EXIT_BUSY = 4  # another process holds the job's lock: nothing was run
 EXIT_TRANSIENT = 5  # transient failures used up the retry budget
 EXIT_TIMEOUT = 6  # the run's overall timeout expired; dbt was interrupted
 EXIT_UNEXPECTED = 7  # an unexpected error (dbt missing, disk full): the run row says which
+EXIT_STALE_SOURCE = 8  # the facts were too old to publish (stale_after): nothing was published
 EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM
 
 # Outcomes of results only (busy also ends a run row whose job's work folder stayed in use);
@@ -32,6 +41,7 @@ OUTCOME_EXIT = {
     FAILED: EXIT_DBT_FAILED,
     TIMEOUT: EXIT_TIMEOUT,
     TRANSIENT_EXHAUSTED: EXIT_TRANSIENT,
+    STALE_SOURCE: EXIT_STALE_SOURCE,
     INTERRUPTED: EXIT_INTERRUPTED,
     BUSY: EXIT_BUSY,
     UNREACHABLE: EXIT_DATABASE,

@@ -27,6 +27,7 @@ from typing import Any
 from campaign_cubes.history import (
     FAILED,
     RUNNING,
+    STALE_SOURCE,
     SUCCESS,
     TIMEOUT,
     TRANSIENT_EXHAUSTED,
@@ -42,7 +43,7 @@ from campaign_cubes.timetable import Job, Schedule, latest_slot, upcoming
 log = logging.getLogger(__name__)
 
 # Outcomes after which a running `serve` leaves the slot alone.
-SETTLED_FAILURES = frozenset({FAILED, TIMEOUT, TRANSIENT_EXHAUSTED})
+SETTLED_FAILURES = frozenset({FAILED, TIMEOUT, TRANSIENT_EXHAUSTED, STALE_SOURCE})
 # `serve` wakes at least this often to re-read the wall clock, so that a suspended
 # machine or a clock change cannot make it sleep past a slot, and busy slots are retried.
 MAX_SLEEP_SECONDS = 60.0
@@ -50,6 +51,7 @@ MAX_SLEEP_SECONDS = 60.0
 LATE_WAKE_SECONDS = 300.0
 
 ExecuteJob = Callable[[History, Job, datetime, str], RunResult]
+ExecuteTogether = Callable[[History, list["Due"]], list[RunResult]]  # several due jobs, one dbt process
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,14 @@ class Scheduler:
         open_history: Callable[[], History],
         execute_job: ExecuteJob,
         clock: Clock,
+        execute_together: ExecuteTogether | None = None,
         on_unreachable: Callable[[str], None] = lambda message: None,
         max_sleep: float | None = MAX_SLEEP_SECONDS,
     ) -> None:
         self.schedule = schedule
         self.open_history = open_history
         self.execute_job = execute_job
+        self.execute_together = execute_together
         self.clock = clock
         self.on_unreachable = on_unreachable
         self.max_sleep = max_sleep  # None: sleep straight to the next fire (simulations)
@@ -139,7 +143,7 @@ class Scheduler:
                 previous_look=self._previous_look,
                 settled=self._settled,
             )
-            results = [self._run(history, each) for each in due]
+            results = self._run_all(history, due)
         except HistoryUnavailable as problem:
             self.close()  # reconnect on the next tick
             if not self._unreachable:  # alert once per outage, not once per minute
@@ -154,17 +158,28 @@ class Scheduler:
         self._previous_look = now
         return results
 
-    def _run(self, history: History, due: Due) -> RunResult:
-        key = (due.job.name, due.slot)
-        if key in self._busy_told and history.holder(job_lock(due.job.name)) is not None:
-            # Still busy: said once already, not once a minute.
-            return RunResult(due.job.name, due.slot, due.trigger, BUSY, EXIT_BUSY)
-        if due.trigger == "catch-up" and key not in self._busy_told:
-            log.info("%s: catching up slot %s (no successful run)", due.job.name, due.slot.isoformat())
-        result = self.execute_job(history, due.job, due.slot, due.trigger)
-        if result.outcome == BUSY:
-            self._busy_told.add(key)  # looked at again next tick, without a new line each time
-        return result
+    def _run_all(self, history: History, due: list[Due]) -> list[RunResult]:
+        """Run the due slots: several at once share one dbt process (execute_together)."""
+        results: dict[int, RunResult] = {}
+        ready: list[tuple[int, Due]] = []
+        for index, each in enumerate(due):
+            key = (each.job.name, each.slot)
+            if key in self._busy_told and history.holder(job_lock(each.job.name)) is not None:
+                # Still busy: said once already, not once a minute.
+                results[index] = RunResult(each.job.name, each.slot, each.trigger, BUSY, EXIT_BUSY)
+                continue
+            if each.trigger == "catch-up" and key not in self._busy_told:
+                log.info("%s: catching up slot %s (no successful run)", each.job.name, each.slot.isoformat())
+            ready.append((index, each))
+        if len(ready) > 1 and self.execute_together is not None:
+            ran = self.execute_together(history, [each for _, each in ready])
+        else:
+            ran = [self.execute_job(history, each.job, each.slot, each.trigger) for _, each in ready]
+        for (index, each), result in zip(ready, ran, strict=True):
+            if result.outcome == BUSY:
+                self._busy_told.add((each.job.name, each.slot))  # looked at again next tick, quietly
+            results[index] = result
+        return [results[index] for index in range(len(due))]
 
     def seconds_to_sleep(self) -> float:
         name, moment = upcoming(self.schedule, self.clock.now(), 1)[0]

@@ -50,6 +50,10 @@ _ETC_TIMEZONE = Path("/etc/timezone")  # module-level so tests can point them el
 _ETC_LOCALTIME = Path("/etc/localtime")
 _TOP_KEYS = ("timezone", "vars", "jobs", "scheduler")
 _JOB_KEYS = ("cron", "selector")
+_OPTIONAL_JOB_KEYS = ("stale_after",)
+# A job's freshness gate (dbt var stale_source_after, macros/source_freshness.sql):
+# off, source (the fact tables' freshness error_after) or a duration.
+STALE_AFTER = re.compile(r"off|source|[0-9]+(?:\.[0-9]+)? *(?:minutes?|min|hours?|h|days?|d)", re.I)
 _SCHEDULER_KEYS = ("retries", "backoff_seconds", "timeout_seconds", "on_failure", "on_failure_url")
 # Margin for the naive croniter walk: a fold makes a later naive time an earlier
 # instant, so we start a day early and filter on instants instead.
@@ -69,6 +73,9 @@ class Job:
     name: str  # e.g. "agg_messageCenter_full"
     cron: str  # 5-field cron expression, local wall-clock time
     selector: str  # a selector of selectors.yml: what `dbt build --selector` runs
+    # Refuse to publish facts older than this (off, source or e.g. "36 hours"); the
+    # default is the sources' freshness error_after.
+    stale_after: str = "source"
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,7 @@ def _parse_job(path: Path, name: str, spec: Any) -> Job:
         )
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a table with cron and selector, got {spec!r}")
-    _reject_unknown(spec, _JOB_KEYS, where)
+    _reject_unknown(spec, _JOB_KEYS + _OPTIONAL_JOB_KEYS, where)
     for key in _JOB_KEYS:
         if key not in spec:
             raise ConfigError(f"{where}: missing key {key!r}")
@@ -201,7 +208,21 @@ def _parse_job(path: Path, name: str, spec: Any) -> Job:
     problem = _cron_problem(spec["cron"])
     if problem:
         raise ConfigError(f"{where}: cron {spec['cron']!r} {problem}")
-    return Job(name=name, cron=spec["cron"], selector=spec["selector"])
+    stale_after = spec.get("stale_after", "source")
+    if not isinstance(stale_after, str) or not _stale_after_ok(stale_after):
+        raise ConfigError(
+            f"{where}: stale_after is {stale_after!r}; expected off, source (the sources' freshness "
+            "error_after) or a duration such as 36 hours (minutes, hours or days, more than 0)"
+        )
+    return Job(name=name, cron=spec["cron"], selector=spec["selector"], stale_after=stale_after.strip())
+
+
+def _stale_after_ok(value: str) -> bool:
+    text = value.strip()
+    if not STALE_AFTER.fullmatch(text):
+        return False
+    number = re.match(r"[0-9.]+", text)
+    return number is None or float(number.group(0)) > 0
 
 
 def _number(where: str, key: str, value: Any, minimum: float, whole: bool = False) -> float:

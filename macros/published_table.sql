@@ -5,7 +5,9 @@
     table with `drop ... cascade`, which silently deletes the views users built on
     it and the grants made by hand. This one, in a single transaction:
 
-      0. refreshes the repeated keys of the cube's fact tables (the base tables the
+      0. refuses a cube whose fact tables are too old (var stale_source_after,
+         macros/source_freshness.sql): nothing is built, the refusal is recorded;
+         then refreshes the repeated keys of the cube's fact tables (the base tables the
          staging views read) and counts the fact rows, in the snapshot the aggregate
          then reads (macros/repeated_keys.sql);
       1. builds the new aggregate into a working copy, <schema>_audit.<name>__candidate
@@ -30,7 +32,8 @@
 
     Model config: `meta: {audit: {grain: [...], nullable_grain: [...], count_measure: <column>,
     facts: <cube name for campaign_fact_tables>}}`.
-    Vars: publish_min_volume_ratio, publish_lock_timeout, reporting_role (dbt_project.yml).
+    Vars: publish_min_volume_ratio, publish_lock_timeout, reporting_role, stale_source_after
+    (dbt_project.yml).
 #}
 {% materialization published_table, adapter='postgres' %}
 
@@ -51,6 +54,19 @@
 
     {{ run_hooks(pre_hooks, inside_transaction=False) }}
     {% do published_table_claim(target_relation) %}
+
+    {#- facts too old to publish: nothing is built (macros/source_freshness.sql) -#}
+    {%- set threshold = stale_source_threshold(model.name, audit['facts']) -%}
+    {%- set stale = stale_source_refusal(audit['facts'], threshold) if threshold is not none else none -%}
+    {%- if stale -%}
+        {% do published_table_record(audit_schema, {'model': model.name}, 'stale_source', stale) %}
+        {% do adapter.commit() %}
+        {{ exceptions.raise_compiler_error(
+            "campaign-cubes stale source, nothing was published: " ~ this.identifier ~ ": " ~ stale
+            ~ ". The published table " ~ target_relation ~ " is unchanged (var stale_source_after,"
+            ~ " or stale_after in orchestrate.toml, sets the threshold or switches the check off)."
+        ) }}
+    {%- endif -%}
 
     {#- 0. the facts' repeated keys, in this snapshot (macros/repeated_keys.sql) -#}
     {%- set started = published_table_step(this.identifier ~ ": key pass (repeated keys, fact rows)") -%}
@@ -450,6 +466,11 @@
 {% endmacro %}
 
 
+{#
+    One row of the publication log: `outcome` published, rejected (the audit's
+    findings) or stale_source (macros/source_freshness.sql, no candidate built);
+    `numbers` as published_table_measure returns them, a missing figure NULL.
+#}
 {% macro published_table_record(audit_schema, numbers, outcome, findings) %}
     {% call statement('record_publication') -%}
         insert into {{ adapter.quote(audit_schema) }}.publication_log (
@@ -458,9 +479,10 @@
         )
         values (
             {{ quoted_literal(numbers['model']) }}, {{ quoted_literal(invocation_id) }},
-            {{ quoted_literal(outcome) }}, {{ numbers['candidate_total'] }}, {{ numbers['fact_rows'] }},
-            {{ numbers['published_total'] if numbers['published_total'] is not none else 'null' }},
-            {{ numbers['duplicate_keys'] }}, {{ numbers['null_keys'] }},
+            {{ quoted_literal(outcome) }},
+            {%- for name in ['candidate_total', 'fact_rows', 'published_total', 'duplicate_keys', 'null_keys'] %}
+            {{ numbers.get(name) if numbers.get(name) is not none else 'null' }},
+            {%- endfor %}
             {{ quoted_literal(findings) if findings else 'null' }}
         )
     {%- endcall %}

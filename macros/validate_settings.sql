@@ -137,6 +137,9 @@
             ~ " e.g. 500ms, 30s, 2min (ms, s, min or h)") -%}
     {%- endif -%}
 
+    {%- set stale_source_problem = stale_source_after_problem() -%}
+    {%- if stale_source_problem -%}{%- do problems.append(stale_source_problem) -%}{%- endif -%}
+
     {{ return(problems) }}
 {% endmacro %}
 

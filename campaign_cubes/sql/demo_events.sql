@@ -40,10 +40,10 @@ select
     case when k.newer or pg_temp.event_prior_status(f.status) = 1 then to_timestamp(f.processing) end,
     case when k.newer then to_timestamp(f.processed) end,
     -- a duplicated key: the newer copy was updated again 1 s to 10 min later
-    case when not f.dup then to_timestamp(f.lm)
-         when k.newer then to_timestamp(f.lm + 1 + floor(pg_temp.rnd(f.n, {salt} + 18) * 600))
+    case when not f.dup then to_timestamp({modified_shift} + f.lm)
+         when k.newer then to_timestamp({modified_shift} + f.lm + 1 + floor(pg_temp.rnd(f.n, {salt} + 18) * 600))
          when f.null_lm then null
-         else to_timestamp(f.lm) end,
+         else to_timestamp({modified_shift} + f.lm) end,
     f.sexternalid,
     f.sorigin,
     f.semail,

@@ -38,10 +38,10 @@ select
     case when k.newer then e.status else pg_temp.prop_prior_status(e.status) end,
     to_timestamp(e.ts),
     -- a duplicated id: the newer copy was updated again 1 to 49 hours later
-    case when not e.dup then to_timestamp(e.lm)
-         when k.newer then to_timestamp(e.lm + 3600 + floor(pg_temp.rnd(e.n, 18) * 172800))
+    case when not e.dup then to_timestamp({modified_shift} + e.lm)
+         when k.newer then to_timestamp({modified_shift} + e.lm + 3600 + floor(pg_temp.rnd(e.n, 18) * 172800))
          when e.null_lm then null
-         else to_timestamp(e.lm) end,
+         else to_timestamp({modified_shift} + e.lm) end,
     e.weight,
     e.rank
 from (

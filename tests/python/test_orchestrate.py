@@ -37,7 +37,9 @@ def test_run_builds_both_jobs_and_reports_each_step(demo_source: str) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for job in ("agg_messageCenter_full", "agg_nmspropositionrcp_full"):
+        # both builds in one dbt process (campaign_cubes.dbt_batch), each job its own
         assert f"{job}: start: dbt build --selector {job}" in done.stdout
+        assert "(one process for 2 jobs)" in done.stdout.split(f"{job}: start: ")[1].splitlines()[0]
         assert f"{job}: success in" in done.stdout
     assert "run: 2 jobs succeeded" in done.stdout
     # a nightly job skips the tests the publication's audit enforced, and runs the others

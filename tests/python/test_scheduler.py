@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -28,6 +28,7 @@ from campaign_cubes.history import (
     FAILED,
     INTERRUPTED,
     RUNNING,
+    STALE_SOURCE,
     SUCCESS,
     TIMEOUT,
     TRANSIENT_EXHAUSTED,
@@ -37,7 +38,7 @@ from campaign_cubes.history import (
     job_lock,
 )
 from campaign_cubes.hooks import failure_hook
-from campaign_cubes.jobs import connect_with_retries, execute
+from campaign_cubes.jobs import connect_with_retries, execute, execute_together
 from campaign_cubes.outcomes import (
     ALREADY_DONE,
     BUSY,
@@ -45,13 +46,14 @@ from campaign_cubes.outcomes import (
     EXIT_CONFIG,
     EXIT_DBT_FAILED,
     EXIT_OK,
+    EXIT_STALE_SOURCE,
     EXIT_TIMEOUT,
     EXIT_TRANSIENT,
     EXIT_UNEXPECTED,
     UNREACHABLE,
     RunResult,
 )
-from campaign_cubes.scheduler import Scheduler, due_slots, is_due, status_lines
+from campaign_cubes.scheduler import Due, Scheduler, due_slots, is_due, status_lines
 from campaign_cubes.timetable import Job, Schedule, SchedulerSettings
 from memory_history import MemoryDatabase, MemoryHistory
 from support import FakeClock
@@ -298,6 +300,107 @@ def test_connect_retries_then_gives_up() -> None:
         return MemoryHistory(MemoryDatabase(), "x")
 
     assert isinstance(connect_with_retries(second_time_lucky, SETTINGS, clock, "run"), MemoryHistory)
+
+
+# --- jobs run together ---------------------------------------------------------------------
+
+
+class ScriptedBatch:
+    """A batch runner: one call for several jobs, each job's attempt given by name."""
+
+    def __init__(self, clock: FakeClock, attempts: dict[str, Attempt], seconds: float = 60) -> None:
+        self.clock, self.attempts, self.seconds = clock, attempts, seconds
+        self.calls: list[list[str]] = []
+
+    def __call__(self, jobs: Sequence[Job], seconds_left: float) -> list[Attempt]:
+        self.calls.append([job.name for job in jobs])
+        self.clock.advance(self.seconds)
+        return [self.attempts[job.name] for job in jobs]
+
+
+def _together(
+    history: History, clock: FakeClock, batch: ScriptedBatch, dbt: ScriptedDbt, alerts: list[RunResult]
+) -> list[RunResult]:
+    return execute_together(
+        [(JOB, SLOT, "schedule"), (OTHER, SLOT, "catch-up")],
+        history=history,
+        runner=dbt,
+        batch_runner=batch,
+        settings=SETTINGS,
+        clock=clock,
+        hook=alerts.append,
+    )
+
+
+def test_jobs_run_together_share_one_batch_and_keep_their_own_rows(sessions: Callable[[str], History]) -> None:
+    history, clock, alerts = sessions("a"), FakeClock(SLOT), []
+    batch, dbt = ScriptedBatch(clock, {JOB.name: OK, OTHER.name: OK}), ScriptedDbt(clock)
+    results = _together(history, clock, batch, dbt, alerts)
+    assert batch.calls == [[JOB.name, OTHER.name]] and dbt.calls == [] and alerts == []
+    assert [(r.job, r.outcome, r.exit_code, r.attempts) for r in results] == [
+        (JOB.name, SUCCESS, EXIT_OK, 1),
+        (OTHER.name, SUCCESS, EXIT_OK, 1),
+    ]
+    another_process = sessions("b")
+    for job, trigger in ((JOB, "schedule"), (OTHER, "catch-up")):
+        [row] = history.last_runs(job.name, 10)
+        assert (row.slot, row.trigger, row.outcome) == (SLOT, trigger, SUCCESS)
+        assert another_process.try_lock(job_lock(job.name)) is None
+    assert another_process.try_lock(DBT_STATE_LOCK) is None
+
+
+def test_a_failure_in_the_batch_is_that_job_s_alone(sessions: Callable[[str], History]) -> None:
+    history, clock, alerts = sessions("a"), FakeClock(SLOT), []
+    stale = Attempt(1, stale_source=True, failed_nodes=("agg_messageCenter_full",), message="4 d old")
+    batch, dbt = ScriptedBatch(clock, {JOB.name: stale, OTHER.name: OK}), ScriptedDbt(clock)
+    results = _together(history, clock, batch, dbt, alerts)
+    assert [(r.job, r.outcome, r.exit_code) for r in results] == [
+        (JOB.name, STALE_SOURCE, EXIT_STALE_SOURCE),
+        (OTHER.name, SUCCESS, EXIT_OK),
+    ]
+    assert [(alert.job, alert.outcome) for alert in alerts] == [(JOB.name, STALE_SOURCE)]
+    assert history.last_runs(JOB.name, 1)[0].failed_nodes == ("agg_messageCenter_full",)
+    assert history.last_runs(OTHER.name, 1)[0].outcome == SUCCESS
+
+
+def test_a_transient_failure_in_the_batch_is_retried_for_that_job_alone(sessions: Callable[[str], History]) -> None:
+    history, clock, alerts = sessions("a"), FakeClock(SLOT), []
+    batch, dbt = ScriptedBatch(clock, {JOB.name: OK, OTHER.name: TRANSIENT}), ScriptedDbt(clock, OK)
+    results = _together(history, clock, batch, dbt, alerts)
+    assert [(r.outcome, r.attempts) for r in results] == [(SUCCESS, 1), (SUCCESS, 2)]
+    assert len(dbt.calls) == 1 and clock.sleeps == [30]
+
+
+def test_a_busy_job_stays_out_of_the_batch(sessions: Callable[[str], History]) -> None:
+    history, other_process, clock, alerts = sessions("a"), sessions("b"), FakeClock(SLOT), []
+    assert other_process.try_lock(job_lock(OTHER.name)) is None
+    batch, dbt = ScriptedBatch(clock, {JOB.name: OK}), ScriptedDbt(clock, OK)
+    results = _together(history, clock, batch, dbt, alerts)
+    assert [r.outcome for r in results] == [SUCCESS, BUSY]
+    assert batch.calls == [] and len(dbt.calls) == 1  # one job left: no batch to share
+
+
+def test_an_interrupted_batch_ends_every_run_and_frees_every_lock(sessions: Callable[[str], History]) -> None:
+    history, clock, alerts = sessions("a"), FakeClock(SLOT), []
+
+    def interrupted(jobs: Sequence[Job], seconds_left: float) -> list[Attempt]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute_together(
+            [(JOB, SLOT, "schedule"), (OTHER, SLOT, "schedule")],
+            history=history,
+            runner=ScriptedDbt(clock),
+            batch_runner=interrupted,
+            settings=SETTINGS,
+            clock=clock,
+            hook=alerts.append,
+        )
+    another_process = sessions("b")
+    for job in (JOB, OTHER):
+        assert history.last_runs(job.name, 1)[0].outcome == INTERRUPTED
+        assert another_process.try_lock(job_lock(job.name)) is None
+    assert another_process.try_lock(DBT_STATE_LOCK) is None and alerts == []
 
 
 # --- serve's decisions ------------------------------------------------------------------
@@ -645,3 +748,37 @@ def test_serve_says_busy_once_and_runs_the_slot_when_free(caplog: pytest.LogCapt
     assert caplog.text.count("busy: another run holds its lock: 'orchestrate.py run pid 42 on elsewhere'") == 1
     other.close()
     assert [(r.outcome, r.trigger) for r in scheduler.tick()] == [(SUCCESS, "catch-up")]
+
+
+def test_serve_catches_up_both_jobs_in_one_batch() -> None:
+    # serve starts after both slots of the day passed: one catch-up each, in one dbt process
+    database, clock = MemoryDatabase(), FakeClock(datetime(2026, 3, 30, 7, 0, tzinfo=HEL))
+    batch = ScriptedBatch(clock, {JOB.name: OK, OTHER.name: TEST_FAILED})
+
+    def execute_job(history: History, job: Job, slot: datetime, trigger: str) -> RunResult:
+        raise AssertionError(f"{job.name} was run on its own")
+
+    def execute_due(history: History, due: list[Due]) -> list[RunResult]:
+        return execute_together(
+            [(each.job, each.slot, each.trigger) for each in due],
+            history=history,
+            runner=ScriptedDbt(clock),
+            batch_runner=batch,
+            settings=SETTINGS,
+            clock=clock,
+        )
+
+    scheduler = Scheduler(
+        SCHEDULE,
+        open_history=lambda: MemoryHistory(database, "serve"),
+        execute_job=execute_job,
+        execute_together=execute_due,
+        clock=clock,
+    )
+    results = scheduler.tick()
+    assert batch.calls == [[JOB.name, OTHER.name]]
+    assert [(r.job, r.outcome, r.trigger) for r in results] == [
+        (JOB.name, SUCCESS, "catch-up"),
+        (OTHER.name, FAILED, "catch-up"),
+    ]
+    assert scheduler.tick() == []  # the failed slot is settled until serve restarts
