@@ -1,7 +1,8 @@
 """`orchestrate.py doctor`: what a DBA runs before the first night.
 
 Each check prints one line, `ok`, `warn` or `FAIL`, with the fix. Nothing is
-written: the checks read catalogs and privileges only. The exit code is 0 when a
+written: the checks read catalogs, privileges and the facts' newest
+`tslastmodified` (a warning when a job's freshness gate would refuse them). The exit code is 0 when a
 run would succeed, 2 otherwise; the missing grants are then printed as SQL to paste.
 
 Two topologies (docs/topologies.md): CAMPAIGN_SOURCE_DSN unset, the Campaign
@@ -26,7 +27,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection
 
 from campaign_cubes import PROJECT_ROOT
-from campaign_cubes.timetable import ConfigError, load_schedule
+from campaign_cubes.timetable import ConfigError, load_schedule, stale_after_seconds
 
 ENV_DSN = "CAMPAIGN_SOURCE_DSN"
 ENV_PASSWORD = "CAMPAIGN_SOURCE_PASSWORD"
@@ -63,6 +64,13 @@ MODE_TABLES = {
     "eventhisto": (*_DIMENSIONS, "nmseventhisto"),
     "execution": (*_DIMENSIONS, "nmsrtevent", "nmsbatchevent"),
 }
+# The fact tables of each cube, whose newest row the jobs' freshness gate reads.
+CUBE_FACTS = {
+    "eventhisto": (("nmspropositionrcp",), ("nmseventhisto",)),
+    "execution": (("nmspropositionrcp",), ("nmsrtevent", "nmsbatchevent")),
+}
+SOURCES_FILE = PROJECT_ROOT / "models" / "staging" / "campaign" / "_campaign__sources.yml"
+_PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class Settings:
     """What the build would run with: dbt vars (project defaults, then --vars) and the environment."""
 
     dbt_vars: dict[str, Any]
+    given_vars: dict[str, Any]  # --vars and [vars] alone, without dbt_project.yml's defaults
     schema: str
     dsn: str
     password: str | None
@@ -120,14 +129,12 @@ def project_vars() -> dict[str, Any]:
 
 
 def load_settings(dbt_vars: str | None, config: Path) -> Settings:
-    merged = project_vars()
-    if dbt_vars:
-        given = yaml.safe_load(dbt_vars)
-        if not isinstance(given, dict):
-            raise ConfigError(f"--vars must be a YAML mapping, got {dbt_vars!r}")
-        merged.update(given)
+    given = yaml.safe_load(dbt_vars) if dbt_vars else {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"--vars must be a YAML mapping, got {dbt_vars!r}")
     return Settings(
-        dbt_vars=merged,
+        dbt_vars={**project_vars(), **given},
+        given_vars=given,
         schema=os.environ.get(ENV_SCHEMA) or DEFAULT_SCHEMA,
         dsn=os.environ.get(ENV_DSN, "").strip(),
         password=os.environ.get(ENV_PASSWORD) or None,
@@ -323,6 +330,97 @@ def _table_columns_check(label: str, table: CampaignTable, columns: dict[str, st
     return ok(label, shown)
 
 
+def check_freshness(conn: connection, settings: Settings, columns: dict[str, dict[str, str]]) -> list[Check]:
+    """Per cube, its facts' newest tslastmodified against the strictest threshold of the
+    jobs' freshness gate; a warning when a job would refuse to publish (exit 8)."""
+    thresholds = gate_thresholds(settings)
+    if not thresholds:
+        return [ok("freshness", "the jobs' freshness gate is off")]
+    checks = []
+    for tables in CUBE_FACTS.get(settings.mode, CUBE_FACTS["eventhisto"]):
+        present = [table for table in tables if "tslastmodified" in columns.get(table, {})]
+        if not present:
+            continue
+        limit = min(_threshold_seconds(each, tables) for each in thresholds)
+        age = _newest_age(conn, settings, present, columns)
+        name, said = f"freshness of {' + '.join(tables)}", _duration(limit)
+        if age is None:
+            checks.append(warn(name, "no row has a tslastmodified up to now", _stale_fix(said)))
+        elif age > limit:
+            checks.append(warn(name, f"newest tslastmodified {_duration(age)} old, beyond {said}", _stale_fix(said)))
+        else:
+            checks.append(ok(name, f"newest tslastmodified {_duration(age)} old (a job refuses beyond {said})"))
+    return checks
+
+
+def _readable_facts(conn: connection, settings: Settings) -> dict[str, dict[str, str]]:
+    """The columns of the fact tables the build may read (check_tables reports the others)."""
+    tables = {table for cube in CUBE_FACTS.get(settings.mode, CUBE_FACTS["eventhisto"]) for table in cube}
+    readable = {}
+    for table in sorted(tables):
+        name = _qualified(settings.campaign_schema, table)
+        if _one(
+            conn, "select to_regclass(%s) is not null and has_table_privilege(to_regclass(%s), 'select')", name, name
+        ):
+            readable[table] = _columns(conn, settings.campaign_schema, table)
+    return readable
+
+
+def gate_thresholds(settings: Settings) -> list[str]:
+    """The thresholds the jobs would use: --vars/[vars] stale_source_after if given, else each
+    job's stale_after; `off` left out."""
+    given = settings.given_vars.get("stale_source_after")
+    if "stale_source_after" in settings.given_vars:
+        values = list(given.values()) if isinstance(given, dict) else [given]
+    else:
+        try:
+            values = [job.stale_after for job in load_schedule(settings.config).jobs]
+        except ConfigError:
+            return []  # the scheduler zone check says what is wrong with the file
+    return [str(value) for value in values if value not in (None, False) and str(value).strip().lower() != "off"]
+
+
+def _threshold_seconds(threshold: str, tables: tuple[str, ...]) -> float:
+    if threshold.strip().lower() != "source":
+        return stale_after_seconds(threshold) or 0.0
+    sources = yaml.safe_load(SOURCES_FILE.read_text(encoding="utf-8"))["sources"][0]["tables"]
+    limits = [
+        after["count"] * _PERIOD_SECONDS[after["period"]]
+        for table in sources
+        if table["name"] in tables and (after := table.get("config", {}).get("freshness", {}).get("error_after"))
+    ]
+    return float(min(limits)) if limits else float("inf")
+
+
+def _newest_age(
+    conn: connection, settings: Settings, tables: list[str], columns: dict[str, dict[str, str]]
+) -> float | None:
+    """Seconds since the newest tslastmodified (up to now) of `tables`, or None."""
+    zone = str(settings.dbt_vars.get("campaign_database_timezone") or "")
+    ages = []
+    for table in tables:
+        column: sql.Composable = sql.Identifier("tslastmodified")
+        if columns[table]["tslastmodified"].startswith("timestamp without"):
+            if not zone:
+                continue  # the zone check fails already
+            column = sql.SQL("{} at time zone {}").format(column, sql.Literal(zone))
+        query = sql.SQL("select extract(epoch from now() - max(m)) from (select {} as m from {}) as t where m <= now()")
+        ages.append(_one(conn, query.format(column, sql.Identifier(settings.campaign_schema, table))))
+    known = [float(age) for age in ages if age is not None]
+    return min(known) if known else None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 86400:.1f} d" if seconds >= 86400 else f"{seconds / 3600:.1f} h"
+
+
+def _stale_fix(limit: str) -> str:
+    return (
+        f"a job would publish nothing and exit 8 (stale source, beyond {limit}): check that Campaign, or the "
+        "standby's replication, still writes; or set the job's stale_after in orchestrate.toml"
+    )
+
+
 def check_fdw(conn: connection, settings: Settings) -> list[Check]:
     """postgres_fdw in the cubes database, and what a non-superuser needs to use it."""
     name = "postgres_fdw"
@@ -500,7 +598,7 @@ def _source_checks(settings: Settings, types: list[str]) -> list[Check]:
             checks = check_source_server(source, settings)
             table_checks, found = check_tables(source, settings)
             types += found
-            return checks + table_checks
+            return checks + table_checks + check_freshness(source, settings, _readable_facts(source, settings))
     except psycopg2.Error as problem:
         message = str(problem).strip().splitlines()[0]
         fix = f"check {ENV_DSN} and {ENV_PASSWORD} (or the pgpass file)"

@@ -219,10 +219,17 @@ def _parse_job(path: Path, name: str, spec: Any) -> Job:
 
 def _stale_after_ok(value: str) -> bool:
     text = value.strip()
-    if not STALE_AFTER.fullmatch(text):
-        return False
-    number = re.match(r"[0-9.]+", text)
-    return number is None or float(number.group(0)) > 0
+    return STALE_AFTER.fullmatch(text) is not None and (
+        text.lower() in ("off", "source") or bool(stale_after_seconds(text))
+    )
+
+
+def stale_after_seconds(value: str) -> float | None:
+    """A stale_after duration ("36 hours", "90 min", "3 days") in seconds; None for anything else."""
+    found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?) *(m|h|d)[a-z]*", value.strip().lower())
+    if found is None or STALE_AFTER.fullmatch(value.strip()) is None:
+        return None
+    return float(found.group(1)) * {"m": 60, "h": 3600, "d": 86400}[found.group(2)]
 
 
 def _number(where: str, key: str, value: Any, minimum: float, whole: bool = False) -> float:

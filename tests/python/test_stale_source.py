@@ -201,3 +201,19 @@ def test_a_malformed_job_threshold_is_a_configuration_error(tmp_path: Path) -> N
     done = orchestrate(config, "run", "agg_messageCenter_full")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "[jobs.agg_messageCenter_full]: stale_after is '0 hours'" in done.stdout + done.stderr
+
+
+def test_doctor_warns_of_facts_a_job_would_refuse(pg_conn: connection, publish: Callable[..., DbtRun]) -> None:
+    age_events(pg_conn, 100)
+    config = ROOT / "orchestrate.toml"  # the jobs' default: the sources' error_after, 3 days
+    done = orchestrate(config, "doctor", "--vars", json.dumps({"campaign_schema": SOURCE}))
+    assert done.returncode == 0, done.stdout + done.stderr  # a warning: the set-up itself is sound
+    assert "warn freshness of nmseventhisto: newest tslastmodified 4.2 d old, beyond 3.0 d" in done.stdout
+    assert "ok   freshness of nmspropositionrcp" in done.stdout
+    relaxed = orchestrate(
+        config, "doctor", "--vars", json.dumps({"campaign_schema": SOURCE, "stale_source_after": "5 days"})
+    )
+    assert (
+        "ok   freshness of nmseventhisto: newest tslastmodified 4.2 d old (a job refuses beyond 5.0 d)"
+        in relaxed.stdout
+    )
