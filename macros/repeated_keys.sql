@@ -17,6 +17,7 @@
     copies, and one last row (all_rows) counting every row of the table but
     Campaign's placeholder (key 0), rows without a key included. Sorting beats the
     hash of millions of distinct keys the planner would choose (key_sort_settings).
+    A table whose key cannot repeat is not sorted, only counted (unique_key_type).
 #}
 {% macro key_census(relation, key) %}
     {%- if campaign_source_dsn() -%}{{ return(remote_key_census(relation, key)) }}{%- endif %}
