@@ -5,7 +5,9 @@ For each size N (N propositions and N Message Center events, N // 10 execution
 events), on the same server and in one run:
 
 1. the Campaign tables are generated into ``<prefix>_campaign_<N>`` (reused when
-   that schema already holds this size and seed; ``--reload`` forces it);
+   that schema already holds this size and seed; ``--reload`` forces it); with
+   ``--primary-keys``, into ``<prefix>_campaign_pk_<N>``, the fact tables then
+   keyed as Campaign keys them (``add_primary_keys``);
 2. the project's working schemas (``<prefix>_cubes``, ``_staging``, ``_audit``) are
    dropped, and ``orchestrate.py run`` of both jobs is timed end to end: the
    *first* run (nothing published yet; it also warms the cache);
@@ -29,6 +31,7 @@ Usage:
     .venv/bin/python bench/run.py                        # 1 M and 10 M
     .venv/bin/python bench/run.py --sizes 1000000        # one size
     .venv/bin/python bench/run.py --sizes 100000000      # 100 M (about 35 GB of tables, plus sort files)
+    .venv/bin/python bench/run.py --sizes 10000000 --primary-keys   # keyed as Campaign keys its tables
 
 Without PGHOST it runs against the project-local server (started if needed).
 Exit codes: 0 done, the floor agrees; 1 the floor and the project disagree or the
