@@ -5,7 +5,9 @@ For each size N (N propositions and N Message Center events, N // 10 execution
 events), on the same server and in one run:
 
 1. the Campaign tables are generated into ``<prefix>_campaign_<N>`` (reused when
-   that schema already holds this size and seed; ``--reload`` forces it);
+   that schema already holds this size and seed; ``--reload`` forces it); with
+   ``--primary-keys``, into ``<prefix>_campaign_pk_<N>``, the fact tables then
+   keyed as Campaign keys them (``add_primary_keys``);
 2. the project's working schemas (``<prefix>_cubes``, ``_staging``, ``_audit``) are
    dropped, and ``orchestrate.py run`` of both jobs is timed end to end: the
    *first* run (nothing published yet; it also warms the cache);
@@ -29,6 +31,7 @@ Usage:
     .venv/bin/python bench/run.py                        # 1 M and 10 M
     .venv/bin/python bench/run.py --sizes 1000000        # one size
     .venv/bin/python bench/run.py --sizes 100000000      # 100 M (about 35 GB of tables, plus sort files)
+    .venv/bin/python bench/run.py --sizes 10000000 --primary-keys   # keyed as Campaign keys its tables
 
 Without PGHOST it runs against the project-local server (started if needed).
 Exit codes: 0 done, the floor agrees; 1 the floor and the project disagree or the
@@ -151,8 +154,8 @@ class PeakMemory(threading.Thread):
 # --- the data ------------------------------------------------------------------
 
 
-def source_schema(prefix: str, size: int) -> str:
-    return f"{prefix}_campaign_{size}"
+def source_schema(prefix: str, size: int, primary_keys: bool = False) -> str:
+    return f"{prefix}_campaign_{'pk_' if primary_keys else ''}{size}"
 
 
 def demo_size(size: int) -> DemoSize:
@@ -198,7 +201,7 @@ def mark_loaded(conn: connection, schema: str, size: int, seed: int) -> dict[str
 
 
 def ensure_loaded(
-    conn: connection, schema: str, size: int, seed: int, reload: bool
+    conn: connection, schema: str, size: int, seed: int, reload: bool, primary_keys: bool = False
 ) -> tuple[dict[str, int], float | None]:
     """The Campaign tables of this size and seed in `schema`; returns (fact counts, seconds or None if reused)."""
     mark = None if reload else _loaded_mark(conn, schema)
@@ -207,9 +210,66 @@ def ensure_loaded(
         if counts == mark.get("counts"):
             return counts, None
     started = time.monotonic()
+    # views on the tables make the loader empty them in place: keys declared earlier would refuse its copies
+    drop_primary_keys(conn, schema)
     load_demo(conn, schema, demo_size(size), seed=seed)
+    if primary_keys:
+        add_primary_keys(conn, schema)
     seconds = time.monotonic() - started
     return mark_loaded(conn, schema, size, seed), seconds
+
+
+# The fact tables with their key and the order that picks the copy of a repeated key to keep.
+FACT_KEYS = {
+    "nmspropositionrcp": ("ipropositionid", "tsevent"),
+    "nmseventhisto": ("bieventhistoid", "tscreated"),
+    "nmsrtevent": ("irteventid", "tscreated"),
+    "nmsbatchevent": ("ibatcheventid", "tscreated"),
+}
+
+
+def drop_primary_keys(conn: connection, schema: str) -> None:
+    """The unique index and primary keys add_primary_keys declares, dropped where present."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("drop index if exists {}").format(sql.Identifier(schema, "nmspropositionrcp_id")))
+        for table, (key, _) in FACT_KEYS.items():
+            cur.execute("select to_regclass(%s)", (sql.Identifier(schema, table).as_string(cur),))
+            if cur.fetchone()[0] is not None:  # type: ignore[index]
+                cur.execute(
+                    sql.SQL("alter table {t} drop constraint if exists {c}, alter column {k} drop not null").format(
+                        t=sql.Identifier(schema, table), c=sql.Identifier(f"{table}_pkey"), k=sql.Identifier(key)
+                    )
+                )
+
+
+def add_primary_keys(conn: connection, schema: str) -> None:
+    """The fact tables keyed as Campaign keys them: every key once and not NULL (the demo's
+    rows without a key and older copies of a repeated key deleted, the latest copy kept), a
+    unique index on the propositions' key named as Campaign names it, primary keys on the
+    event tables (so that both forms are exercised). Then vacuumed: no dead rows left."""
+    for table, (key, last_order) in FACT_KEYS.items():
+        params = {"t": sql.Identifier(schema, table), "k": sql.Identifier(key), "o": sql.Identifier(last_order)}
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("delete from {t} where {k} is null").format(**params))
+            cur.execute(
+                sql.SQL(
+                    "delete from {t} where ctid = any(array("
+                    " select ctid from ("
+                    "  select ctid, row_number() over ("
+                    "   partition by {k} order by tslastmodified desc nulls last, istatus desc nulls last,"
+                    "   {o} desc nulls last) as copy"
+                    "  from {t} where {k} in (select {k} from {t} group by {k} having count(*) > 1)"
+                    " ) as copies where copy > 1))"
+                ).format(**params)
+            )
+            if table == "nmspropositionrcp":
+                cur.execute(sql.SQL("alter table {t} alter column {k} set not null").format(**params))
+                cur.execute(
+                    sql.SQL("create unique index {i} on {t} ({k})").format(i=sql.Identifier(f"{table}_id"), **params)
+                )
+            else:
+                cur.execute(sql.SQL("alter table {t} add primary key ({k})").format(**params))
+            cur.execute(sql.SQL("vacuum analyze {t}").format(**params))
 
 
 # --- the floor -----------------------------------------------------------------
@@ -567,6 +627,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default: 1)")
     parser.add_argument("--reload", action="store_true", help="regenerate the data even if already loaded")
+    parser.add_argument(
+        "--primary-keys",
+        action="store_true",
+        help="the fact tables as Campaign creates them: unique keys with a unique index or primary key, no"
+        " duplicate copies and no NULL keys (in <prefix>_campaign_pk_<N>)",
+    )
     parser.add_argument("--timezone", default="UTC", help="reporting_timezone of both (default: UTC)")
     parser.add_argument(
         "--schema-prefix",
@@ -628,8 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[SizeResult] = []
     try:
         for size in sorted(set(args.sizes)):
-            source = source_schema(args.schema_prefix, size)
-            counts, load_seconds = ensure_loaded(conn, source, size, args.seed, args.reload)
+            source = source_schema(args.schema_prefix, size, args.primary_keys)
+            counts, load_seconds = ensure_loaded(conn, source, size, args.seed, args.reload, args.primary_keys)
             print(
                 f"# {fmt_size(size)}: {source}: "
                 + ", ".join(f"{t} {n:,}" for t, n in counts.items())

@@ -17,9 +17,12 @@
     copies, and one last row (all_rows) counting every row of the table but
     Campaign's placeholder (key 0), rows without a key included. Sorting beats the
     hash of millions of distinct keys the planner would choose (key_sort_settings).
+    A table whose key cannot repeat is not sorted, only counted (unique_key_type).
 #}
 {% macro key_census(relation, key) %}
     {%- if campaign_source_dsn() -%}{{ return(remote_key_census(relation, key)) }}{%- endif %}
+    {%- set key_type = unique_key_type(relation, key) -%}
+    {%- if key_type -%}{{ return(unique_key_census(relation, key, key_type)) }}{%- endif %}
     select
         {{ key }},
         count(*) as copies,
@@ -57,6 +60,52 @@
         true as all_rows
     from {{ relation }}
     where {{ key }} is distinct from 0
+{% endmacro %}
+
+
+{#
+    The census of a table whose key cannot repeat (unique_key_type): no repeated
+    key, and the count of its rows without a sort (a parallel scan).
+#}
+{% macro unique_key_census(relation, key, key_type) %}
+    select
+        null::{{ key_type }} as {{ key }},
+        count(*) as copies,
+        true as all_rows
+    from {{ relation }}
+    where {{ key }} is distinct from 0
+{% endmacro %}
+
+
+{#
+    The data type of `key` when PostgreSQL guarantees that no value of it repeats
+    in `relation`, else none. The guarantee is a unique index (a primary key has
+    one) on exactly that column: valid, checked at once (not deferrable), on the
+    whole table (no predicate), and not on a table with inheritance children the
+    index does not cover. Several NULL keys may coexist under a unique index: each
+    is a fact of its own anyway. Asked at run time, inside the transaction that
+    reads the table: a catalog query sees the catalog in the transaction's own
+    snapshot (an index created later is not seen, one dropped later still is), so
+    in a publication the answer holds for exactly the rows the aggregate reads.
+    Only in the build's own database: a linked table (CAMPAIGN_SOURCE_DSN) carries
+    no index, and its census stays the sort (remote_key_census).
+#}
+{% macro unique_key_type(relation, key) %}
+    {%- if not execute or campaign_source_dsn() -%}{{ return(none) }}{%- endif -%}
+    {%- set name = adapter.quote(relation.schema) ~ '.' ~ adapter.quote(relation.identifier) -%}
+    {%- set found = run_query(
+        "select format_type(a.atttypid, a.atttypmod)"
+        ~ " from pg_index as i"
+        ~ " join pg_class as c on c.oid = i.indrelid"
+        ~ " join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]"
+        ~ " where i.indrelid = to_regclass(" ~ quoted_literal(name) ~ ")"
+        ~ " and i.indisunique and i.indisvalid and i.indimmediate"
+        ~ " and i.indpred is null and i.indexprs is null and i.indnkeyatts = 1"
+        ~ " and a.attname = " ~ quoted_literal(key)
+        ~ " and (c.relkind = 'p' or not c.relhassubclass)"
+        ~ " limit 1"
+    ) -%}
+    {{ return(found.rows[0][0] if found.rows | length > 0 else none) }}
 {% endmacro %}
 
 
@@ -166,6 +215,10 @@
         {%- set base_node = graph.nodes['model.' ~ project_name ~ '.' ~ fact.base] -%}
         {%- set base = api.Relation.create(database=base_node.database, schema=base_node.schema,
             identifier=base_node.alias, type='table') -%}
+        {%- if unique_key_type(source('campaign', fact.table), fact.key) -%}
+            {{ log(model.name ~ ": " ~ fact.table ~ " has a unique index on " ~ fact.key
+                ~ ": no key can repeat, its rows are counted without a key sort", info=True) }}
+        {%- endif %}
         {% call statement('repeated_keys_' ~ fact.table, fetch_result=True) -%}
             {{ key_sort_settings() }}
             create temporary table repeated_keys__census on commit drop as

@@ -20,20 +20,20 @@
 
     {%- set checks = [] -%}
     {%- for column in dates -%}
-        {%- do checks.append((column, local_date(campaign_instant(column, model.identifier, column)), 'no date')) -%}
+        {%- do checks.append((column, has_local_date(campaign_instant(column, model.identifier, column)), 'no date')) -%}
     {%- endfor -%}
     {%- for column in durations -%}
-        {%- set instant = campaign_instant(column, model.identifier, column) -%}
-        {%- do checks.append((column, 'case when ' ~ supported_instant(instant) ~ ' then 1 end', 'no processing time')) -%}
+        {%- do checks.append((column, supported_instant(campaign_instant(column, model.identifier, column)),
+            'no processing time')) -%}
     {%- endfor -%}
     {%- for column in weights -%}
-        {%- do checks.append((column, finite_weight(column), 'no weight')) -%}
+        {%- do checks.append((column, '(' ~ finite_weight(column) ~ ') is not null', 'no weight')) -%}
     {%- endfor -%}
 
     {%- set counted_sql -%}
         select
             {%- for column, usable, _ in checks %}
-            count(*) filter (where {{ column }} is not null and ({{ usable }}) is null) as out_of_range_{{ loop.index }}
+            count(*) filter (where {{ column }} is not null and not ({{ usable }})) as out_of_range_{{ loop.index }}
             {{- "," if not loop.last }}
             {%- endfor %}
         from {{ model }}

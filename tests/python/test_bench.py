@@ -108,6 +108,41 @@ def test_the_comparison_catches_a_changed_cell_but_not_float_noise(
     assert "only in the floor" in " ".join(bench.compare(pg_conn, FLOOR, PUBLISHED))
 
 
+@pytest.mark.slow
+def test_primary_keys_give_campaign_shaped_tables_the_floor_agrees_with(pg_conn: Any) -> None:
+    prefix = f"{PREFIX}_pk"
+    arguments = ["--sizes", str(SIZE), "--schema-prefix", prefix, "--primary-keys", "--repeat", "1"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env=dict(os.environ),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    source = bench.source_schema(prefix, SIZE, primary_keys=True)
+    assert f"{source}: nmspropositionrcp" in done.stdout
+    with pg_conn.cursor() as cursor:
+        for table, (key, _) in bench.FACT_KEYS.items():
+            cursor.execute(
+                sql.SQL("select count(*) - count(distinct {k}), count(*) filter (where {k} is null) from {t}").format(
+                    k=sql.Identifier(key), t=sql.Identifier(source, table)
+                )
+            )
+            assert cursor.fetchone() == (0, 0), table
+            cursor.execute(
+                "select count(*) from pg_index where indrelid = %s::regclass and indisunique",
+                (sql.Identifier(source, table).as_string(cursor),),
+            )
+            assert cursor.fetchone() == (1,), table
+        cursor.execute(
+            "select indexrelid::regclass::text, indisprimary from pg_index where indrelid = %s::regclass",
+            (sql.Identifier(source, "nmspropositionrcp").as_string(cursor),),
+        )
+        assert cursor.fetchall() == [(f"{source}.nmspropositionrcp_id", False)]
+
+
 def test_tree_memory_counts_a_child_process() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(64 << 20); time.sleep(30)"])
     try:
