@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from psycopg2 import sql
+
 from campaign_cubes.dbt import DbtRun, run_dbt
 
 
@@ -30,6 +32,19 @@ def run_cubes(args: list[str], dbt_vars: dict[str, Any], *, schema: str, work_di
         env={"CAMPAIGN_CUBES_SCHEMA": schema},
         work_dir=work_dir,
     )
+
+
+def copy_campaign_tables(conn: Any, source: str, target: str, kind: str = "table") -> None:
+    """Create schema `target` with a copy (`table`) or a view (`view`) of each table of `source`."""
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL("create schema {}").format(sql.Identifier(target)))
+        cursor.execute("select table_name from information_schema.tables where table_schema = %s", (source,))
+        for (table,) in cursor.fetchall():
+            cursor.execute(
+                sql.SQL("create {} {} as select * from {}").format(
+                    sql.SQL(kind), sql.Identifier(target, table), sql.Identifier(source, table)
+                )
+            )
 
 
 class FakeClock:

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from psycopg2 import sql
 
 import reference
 from campaign_cubes.dbt import DbtRun
 from campaign_cubes.jobs import project_messages
-from support import CubesBuild
+from support import CubesBuild, copy_campaign_tables
 
 pytestmark = pytest.mark.slow
 
@@ -88,15 +87,7 @@ def test_a_campaign_schema_of_views_is_read_plainly(
     run_cubes: Any, demo_source: str, scratch_schema: str, pg_conn: Any
 ) -> None:
     # Only tables can be sampled; a Campaign exposed through views must build all the same.
-    with pg_conn.cursor() as cursor:
-        cursor.execute(sql.SQL("create schema {}").format(sql.Identifier(scratch_schema)))
-        cursor.execute("select table_name from information_schema.tables where table_schema = %s", (demo_source,))
-        for (table,) in cursor.fetchall():
-            cursor.execute(
-                sql.SQL("create view {} as select * from {}").format(
-                    sql.Identifier(scratch_schema, table), sql.Identifier(demo_source, table)
-                )
-            )
+    copy_campaign_tables(pg_conn, demo_source, scratch_schema, kind="view")
     schema = "cubes_test_views"
     run = run_cubes(["build", "--exclude", "test_type:unit"], {"campaign_schema": scratch_schema}, schema=schema)
     assert run.ok, explain(run)

@@ -20,7 +20,7 @@ from bench.run import add_primary_keys
 from campaign_cubes.dbt import DbtRun
 from campaign_cubes.demo import load_demo
 from conftest import TEST_DEMO_SIZE, TEST_SCHEMA_PREFIX
-from support import CubesBuild
+from support import CubesBuild, copy_campaign_tables
 
 pytestmark = pytest.mark.slow
 
@@ -96,15 +96,7 @@ def test_an_index_that_does_not_make_keys_unique_still_deduplicates(
     run_cubes: Callable[..., DbtRun], demo_source: str, scratch_schema: str, pg_conn: Any
 ) -> None:
     # the demo's duplicated keys, under indexes that do not rule them out
-    with pg_conn.cursor() as cursor:
-        cursor.execute(sql.SQL("create schema {}").format(sql.Identifier(scratch_schema)))
-        cursor.execute("select table_name from information_schema.tables where table_schema = %s", (demo_source,))
-        for (table,) in cursor.fetchall():
-            cursor.execute(
-                sql.SQL("create table {} as select * from {}").format(
-                    sql.Identifier(scratch_schema, table), sql.Identifier(demo_source, table)
-                )
-            )
+    copy_campaign_tables(pg_conn, demo_source, scratch_schema)
     for index in (
         "create index on {s}.nmspropositionrcp (ipropositionid)",
         "create unique index on {s}.nmspropositionrcp (ipropositionid) where ipropositionid < 0",
