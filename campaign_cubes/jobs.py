@@ -313,7 +313,7 @@ def _finish(context: RunContext, run_id: int, work: Callable[[], RunResult]) -> 
         try:
             result = work()
         except KeyboardInterrupt:
-            history.finish(run_id, clock.now(), INTERRUPTED, EXIT_INTERRUPTED, None, 0, (), "interrupted")
+            _record_interrupted(history, run_id, clock)
             raise
         except HistoryUnavailable:
             raise  # the database went away: the caller reports it (exit 3); no row can be written
@@ -336,6 +336,10 @@ def _finish(context: RunContext, run_id: int, work: Callable[[], RunResult]) -> 
         history.unlock(job_lock(job.name))
     report_result(result, context.hook)
     return result
+
+
+def _record_interrupted(history: History, run_id: int, clock: Clock) -> None:
+    history.finish(run_id, clock.now(), INTERRUPTED, EXIT_INTERRUPTED, None, 0, (), "interrupted")
 
 
 def execute_together(
@@ -365,7 +369,7 @@ def execute_together(
         firsts = _first_attempts([contexts[index] for index, _ in begun], batch_runner, deadline)
     except KeyboardInterrupt:
         for index, run_id in begun:
-            history.finish(run_id, clock.now(), INTERRUPTED, EXIT_INTERRUPTED, None, 0, (), "interrupted")
+            _record_interrupted(history, run_id, clock)
             history.unlock(job_lock(contexts[index].job.name))
         raise
     for (index, run_id), first in zip(begun, firsts, strict=True):
