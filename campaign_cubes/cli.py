@@ -591,6 +591,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOML",
         help="jobs and [scheduler] settings (default: orchestrate.toml beside this script)",
     )
+    parser.add_argument(
+        "--target",
+        metavar="NAME",
+        help="the dbt target of profiles.yml to build on, e.g. spark (default: $DBT_TARGET, else the profile's)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -739,6 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.verbose, args.log_format)
+    if args.target:  # dbt reads it; so do the commands that talk to the target themselves
+        os.environ["DBT_TARGET"] = args.target
     try:
         return int(args.handler(args))
     except ConfigError as problem:

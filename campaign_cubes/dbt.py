@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
 from campaign_cubes import PROJECT_ROOT
 
 PROFILE_EXAMPLE = PROJECT_ROOT / "profiles.yml.example"
@@ -138,6 +140,24 @@ def dbt_executable() -> str:
     return found
 
 
+def dbt_command() -> list[str]:
+    """The command that runs dbt: for a Spark target, the launcher that keeps ANSI mode on
+    (campaign_cubes/spark_dbt.py); $CAMPAIGN_CUBES_DBT, when set, always wins."""
+    if not os.environ.get(ENV_DBT) and target_type() == "spark":
+        return [sys.executable, "-m", "campaign_cubes.spark_dbt"]
+    return [dbt_executable()]
+
+
+def target_type() -> str | None:
+    """The adapter type of the target dbt will use ($DBT_TARGET, else the profile's default)."""
+    try:
+        profile = yaml.safe_load((profiles_dir() / "profiles.yml").read_text())["campaign_cubes"]
+        target = os.environ.get("DBT_TARGET") or profile["target"]
+        return str(profile["outputs"][target]["type"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None  # dbt itself says what is wrong with the profile
+
+
 def profiles_dir() -> Path:
     """Where dbt finds the `campaign_cubes` profile; creates it from the example if needed."""
     configured = os.environ.get("DBT_PROFILES_DIR")
@@ -208,7 +228,7 @@ def run_dbt(
     log_path.mkdir(parents=True, exist_ok=True)
     (target_path / "run_results.json").unlink(missing_ok=True)
     argv = [
-        dbt_executable(),
+        *dbt_command(),
         *args,
         "--log-format",
         "json",
