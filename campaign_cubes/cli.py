@@ -568,6 +568,25 @@ def freshness_results(path: Path) -> list[dict[str, Any]]:
     return list(json.loads(path.read_text()).get("results", []))
 
 
+def cmd_land(args: argparse.Namespace) -> int:
+    from campaign_cubes.land import LandingRefused, land
+
+    database_env()
+    published_schema()  # checked before dbt runs, as for a build
+    dbt_vars = run_vars(read_schedule(args), args.vars)
+    schema = str((json.loads(dbt_vars) if dbt_vars else {}).get("campaign_schema", DEMO_SCHEMA))
+    try:
+        run = land(schema, dbt_vars)
+    except LandingRefused as refusal:
+        log.error("land: %s", refusal)
+        return EXIT_CONFIG
+    if run.exit_code != 0:
+        log.error("land: failed (dbt exit %d): %s", run.exit_code, " | ".join(run.errors) or run.log_file)
+        return EXIT_CONFIG if run.exit_code == 2 else EXIT_DBT_FAILED
+    log.info("land: the Campaign tables of %s landed in %.1f s", schema, run.seconds)
+    return EXIT_OK
+
+
 # --- command line ------------------------------------------------------------
 
 
@@ -738,6 +757,13 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 1 when one is past error_after",
     )
     freshness.add_argument("--vars", type=dbt_vars, metavar="YAML", help="dbt vars the jobs run with")
+    land = add(
+        "land",
+        cmd_land,
+        "Spark: copy the Campaign tables of campaign_schema from PostgreSQL into the Spark database of that name",
+    )
+    land.add_argument("--vars", type=dbt_vars, metavar="YAML", help="dbt vars, e.g. '{campaign_schema: public}'")
+
     return parser
 
 
