@@ -353,6 +353,10 @@
     objects, and the loser of a race retries (`if not exists` then finds them).
 #}
 {% macro prepare_publication() %}
+    {{ return(adapter.dispatch('prepare_publication', 'campaign_cubes')()) }}
+{% endmacro %}
+
+{% macro postgres__prepare_publication() %}
     {%- if execute -%}
         {%- set audit_schema = target.schema ~ '_audit' -%}
         {%- set audit = quote_identifier(audit_schema) -%}
@@ -451,6 +455,10 @@
 
 
 {% macro published_table_record(audit_schema, numbers, outcome, findings) %}
+    {{ return(adapter.dispatch('published_table_record', 'campaign_cubes')(audit_schema, numbers, outcome, findings)) }}
+{% endmacro %}
+
+{% macro postgres__published_table_record(audit_schema, numbers, outcome, findings) %}
     {% call statement('record_publication') -%}
         insert into {{ adapter.quote(audit_schema) }}.publication_log (
             model, invocation_id, outcome, candidate_total, fact_rows,
@@ -470,21 +478,13 @@
 {#
     The Campaign tables behind each cube, for the configured message_center_source
     (the staging models read the same tables): each with its key and the base model
-    of its repeated keys.
+    of its repeated keys (macros/staging.sql, campaign_facts).
 #}
 {% macro campaign_fact_tables(facts) %}
-    {%- if facts == 'propositions' -%}
-        {{ return([
-            {'table': 'nmspropositionrcp', 'key': 'ipropositionid', 'base': 'base_campaign__proposition_repeated_keys'},
-        ]) }}
-    {%- elif var('message_center_source') == 'execution' -%}
-        {{ return([
-            {'table': 'nmsrtevent', 'key': 'irteventid', 'base': 'base_campaign__realtime_event_repeated_keys'},
-            {'table': 'nmsbatchevent', 'key': 'ibatcheventid', 'base': 'base_campaign__batch_event_repeated_keys'},
-        ]) }}
-    {%- else -%}
-        {{ return([
-            {'table': 'nmseventhisto', 'key': 'bieventhistoid', 'base': 'base_campaign__event_history_repeated_keys'},
-        ]) }}
-    {%- endif -%}
+    {%- set tables = [] -%}
+    {%- for fact in campaign_facts().values()
+        if fact.cube == facts and fact.read_when in [none, var('message_center_source')] -%}
+        {%- do tables.append(fact) -%}
+    {%- endfor -%}
+    {{ return(tables) }}
 {% endmacro %}
