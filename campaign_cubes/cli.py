@@ -79,6 +79,7 @@ SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # The published schema: lower case (readers need no quotes), room for the longest suffix (_campaign).
 PUBLISHED_SCHEMA = re.compile(r"[a-z_][a-z0-9_$]*")
 PUBLISHED_SCHEMA_BYTES = 63 - len("_campaign")
+EXPORTED = ("agg_nmspropositionrcp_full", "agg_messagecenter_full", "agg_messageCenter_full")
 
 __all__ = [
     "EXIT_BUSY",
@@ -587,6 +588,21 @@ def cmd_land(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from campaign_cubes.dbt import target_type
+    from campaign_cubes.export import ExportFailed, export
+
+    if target_type() != "spark":
+        database_env()
+    try:
+        rows = export(args.aggregate, args.out, published_schema())
+    except ExportFailed as problem:
+        log.error("export: %s", problem)
+        return EXIT_DBT_FAILED
+    log.info("export: %s: %d rows written to %s", args.aggregate, rows, args.out)
+    return EXIT_OK
+
+
 # --- command line ------------------------------------------------------------
 
 
@@ -764,6 +780,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     land.add_argument("--vars", type=dbt_vars, metavar="YAML", help="dbt vars, e.g. '{campaign_schema: public}'")
 
+    export = add("export", cmd_export, "write a published aggregate as CSV (header, ISO dates, empty for NULL)")
+    export.add_argument("aggregate", choices=EXPORTED, help="the published aggregate")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE", help="the CSV file to write")
+    export.add_argument(
+        "--vars", type=dbt_vars, metavar="YAML", help="accepted as for the other commands; what is published is read"
+    )
     return parser
 
 
