@@ -10,10 +10,12 @@
       2. it is audited as on PostgreSQL (grain, keys, reconciliation, volume guard:
          published_table_measure). A refusal renames it <name>__rejected, records
          it and fails the node: the view still shows the previous version;
-      3. publication is one metastore operation, `create or replace view
-         <schema>.<name>` over the new version: readers see the old version or the
-         new one, never a part; views and queries built on the published name keep
-         working (Spark resolves a view by name when it is read);
+      3. publication is one metastore operation, `alter view <schema>.<name> as`
+         over the new version (`create view` the first time): readers see the old
+         version or the new one, never a part, never no view (Spark's `create or
+         replace view` drops the view, then creates it); views and queries built on
+         the published name keep working (Spark resolves a view by name when it is
+         read);
       4. the outcome is recorded in <schema>_audit.publication_log, and versions
          older than the previous one are dropped. The previous one stays until the
          next publication, so that a query that started on it can finish.
@@ -79,9 +81,10 @@
         ) }}
     {%- endif -%}
 
-    {#- 3. publication: one swap of the view -#}
+    {#- 3. publication: one update of the view in the metastore (`create or replace
+        view` would drop it, then create it: a reader in between finds no view) -#}
     {% call statement('publish') -%}
-        create or replace view {{ view_relation }} as
+        {{ 'alter' if existing_relation is not none else 'create' }} view {{ view_relation }} as
         select {{ columns | join(', ') }} from {{ version }}
     {%- endcall %}
     {%- set started = published_table_step(this.identifier ~ ": published " ~ view_relation ~ " over " ~ version,
