@@ -78,9 +78,9 @@ def postgres_rows(schema: str, table: str) -> tuple[list[str], list[tuple[Any, .
         raise ExportFailed(f"{schema}.{table} does not exist: run the job first") from None
 
 
-def spark_settings() -> dict[str, str]:
-    """The Spark target's server_side_parameters, rendered as dbt renders profiles.yml
-    (only env_var is used there)."""
+def spark_settings(target_name: str | None = None) -> dict[str, str]:
+    """The server_side_parameters of the Spark target (`target_name`, else $DBT_TARGET, else the
+    profile's default), rendered as dbt renders profiles.yml (only env_var is used there)."""
 
     def env_var(name: str, default: str | None = None) -> str:
         value = os.environ.get(name, default)
@@ -94,27 +94,35 @@ def spark_settings() -> dict[str, str]:
     environment.filters["as_text"] = str
     text = (profiles_dir() / "profiles.yml").read_text()
     profile = yaml.safe_load(environment.from_string(text).render(env_var=env_var))["campaign_cubes"]
-    target = profile["outputs"][os.environ.get("DBT_TARGET") or profile["target"]]
+    target = profile["outputs"][target_name or os.environ.get("DBT_TARGET") or profile["target"]]
     if target.get("method") != "session":
         raise ExportFailed(f"export reads Spark in session mode; this target's method is {target.get('method')}")
     return {str(key): str(value) for key, value in (target.get("server_side_parameters") or {}).items()}
 
 
-def spark_rows(schema: str, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    from pyspark.errors import AnalysisException
+def spark_session(target_name: str | None = None) -> Any:
+    """A Spark session with the target's settings (session mode: Spark in this process)."""
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.enableHiveSupport()
-    for key, value in spark_settings().items():
+    for key, value in spark_settings(target_name).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    return builder.getOrCreate()
+
+
+def spark_rows(schema: str, table: str, session: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The rows of `schema`.`table` read in `session`, or in a session of their own."""
+    from pyspark.errors import AnalysisException
+
+    spark = session or spark_session()
     try:
         frame = spark.table(f"`{schema}`.`{table}`")
         return list(frame.columns), [tuple(row) for row in frame.collect()]
     except AnalysisException as problem:
         raise ExportFailed(f"{schema}.{table}: {str(problem).splitlines()[0]}") from None
     finally:
-        spark.stop()
+        if session is None:
+            spark.stop()
 
 
 def export(aggregate: str, out: Path, schema: str) -> int:

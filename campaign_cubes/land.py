@@ -182,18 +182,23 @@ def password_file(conn: connection) -> Iterator[dict[str, str]]:
         yield {"PGPASSFILE": str(path)}
 
 
+def landing_args(conn: connection, schema: str) -> list[str]:
+    """The dbt arguments that land every Campaign table of `schema` the source has."""
+    tables = describe_source(conn, schema)
+    source: dict[str, Any] = {"url": jdbc_url(conn), "user": conn.info.user}
+    conn.rollback()  # the catalog was read; Spark's own connections read the rows
+    for table in tables:
+        log.info("land: %s: %d rows, %d partitions on %s", table.name, table.rows, table.partitions, table.key)
+    args = json.dumps({"source": source, "tables": [asdict(table) for table in tables]})
+    return ["run-operation", "land_campaign_tables", "--args", args]
+
+
 def land(schema: str, dbt_vars: str | None) -> DbtRun:
     """Land every Campaign table the source has; the dbt run says how it went."""
     conn = source_connection()
     try:
         conn.set_session(readonly=True)
-        tables = describe_source(conn, schema)
-        source: dict[str, Any] = {"url": jdbc_url(conn), "user": conn.info.user}
-        conn.rollback()  # the catalog was read; Spark's own connections read the rows
-        for table in tables:
-            log.info("land: %s: %d rows, %d partitions on %s", table.name, table.rows, table.partitions, table.key)
-        args = json.dumps({"source": source, "tables": [asdict(table) for table in tables]})
-        dbt_args = ["run-operation", "land_campaign_tables", "--args", args]
+        dbt_args = landing_args(conn, schema)
         with password_file(conn) as env:
             return run_dbt([*dbt_args, "--vars", dbt_vars] if dbt_vars else dbt_args, env=env, work_dir=WORK_DIR)
     finally:
