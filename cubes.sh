@@ -2,8 +2,8 @@
 # The project's two front doors, from a fresh clone:
 #   ./cubes.sh demo   set up, start the project-local PostgreSQL, load the demo
 #                     Campaign data, build both aggregates, show a few rows
-#   ./cubes.sh test   set up, then run the whole test suite (lint, dbt build and
-#                     unit tests on demo data, Python tests)
+#   ./cubes.sh test   set up (with what the Spark target needs), then run the whole
+#                     test suite (lint, dbt build and unit tests on demo data, Python tests)
 # Extra arguments go to `orchestrate.py demo` or to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +30,23 @@ ensure_postgresql() {
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql >/dev/null
 }
 
+# The Spark path (docs/spark.md) and its tests: a Java runtime for pyspark and the
+# PostgreSQL JDBC driver for `orchestrate.py --target spark land`, from Debian's
+# packages when missing (the Python side is in requirements.lock).
+ensure_spark_runtime() {
+    if command -v java >/dev/null && [ -f /usr/share/java/postgresql.jar ]; then
+        return
+    fi
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        echo "cubes.sh: the Spark target needs Java 17 and the PostgreSQL JDBC driver; install Debian's" \
+             "'default-jre-headless' and 'libpostgresql-jdbc-java'" >&2
+        return
+    fi
+    echo "cubes.sh: installing Java and the PostgreSQL JDBC driver (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless libpostgresql-jdbc-java >/dev/null
+}
+
 # The project's virtualenv: the locked packages (requirements.lock, generated from
 # pyproject.toml with pip-compile), then the project itself, editable, so that the
 # `campaign-cubes` command exists too. Reinstalled when the lock changes.
@@ -54,7 +71,7 @@ setup() {
 
 case "${1:-}" in
     demo) setup; exec .venv/bin/python orchestrate.py demo "${@:2}" ;;
-    test) setup; exec .venv/bin/python -m pytest "${@:2}" ;;
+    test) setup; ensure_spark_runtime; exec .venv/bin/python -m pytest "${@:2}" ;;
     setup) setup ;;
     *)
         echo "usage: ./cubes.sh demo|test|setup [arguments]" >&2

@@ -80,6 +80,7 @@ SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # The published schema: lower case (readers need no quotes), room for the longest suffix (_campaign).
 PUBLISHED_SCHEMA = re.compile(r"[a-z_][a-z0-9_$]*")
 PUBLISHED_SCHEMA_BYTES = 63 - len("_campaign")
+EXPORTED = ("agg_nmspropositionrcp_full", "agg_messagecenter_full", "agg_messageCenter_full")
 
 __all__ = [
     "EXIT_BUSY",
@@ -582,6 +583,40 @@ def freshness_results(path: Path) -> list[dict[str, Any]]:
     return list(json.loads(path.read_text()).get("results", []))
 
 
+def cmd_land(args: argparse.Namespace) -> int:
+    from campaign_cubes.land import LandingRefused, land
+
+    database_env()
+    published_schema()  # checked before dbt runs, as for a build
+    dbt_vars = run_vars(read_schedule(args), args.vars)
+    schema = str((json.loads(dbt_vars) if dbt_vars else {}).get("campaign_schema", DEMO_SCHEMA))
+    try:
+        run = land(schema, dbt_vars)
+    except LandingRefused as refusal:
+        log.error("land: %s", refusal)
+        return EXIT_CONFIG
+    if run.exit_code != 0:
+        log.error("land: failed (dbt exit %d): %s", run.exit_code, " | ".join(run.errors) or run.log_file)
+        return EXIT_CONFIG if run.exit_code == 2 else EXIT_DBT_FAILED
+    log.info("land: the Campaign tables of %s landed in %.1f s", schema, run.seconds)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from campaign_cubes.dbt import target_type
+    from campaign_cubes.export import ExportFailed, export
+
+    if target_type() != "spark":
+        database_env()
+    try:
+        rows = export(args.aggregate, args.out, published_schema())
+    except ExportFailed as problem:
+        log.error("export: %s", problem)
+        return EXIT_DBT_FAILED
+    log.info("export: %s: %d rows written to %s", args.aggregate, rows, args.out)
+    return EXIT_OK
+
+
 # --- command line ------------------------------------------------------------
 
 
@@ -604,6 +639,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(CONFIG_FILE),
         metavar="TOML",
         help="jobs and [scheduler] settings (default: orchestrate.toml beside this script)",
+    )
+    parser.add_argument(
+        "--target",
+        metavar="NAME",
+        help="the dbt target of profiles.yml to build on, e.g. spark (default: $DBT_TARGET, else the profile's)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -747,12 +787,27 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 1 when one is past error_after",
     )
     freshness.add_argument("--vars", type=dbt_vars, metavar="YAML", help="dbt vars the jobs run with")
+    land = add(
+        "land",
+        cmd_land,
+        "Spark: copy the Campaign tables of campaign_schema from PostgreSQL into the Spark database of that name",
+    )
+    land.add_argument("--vars", type=dbt_vars, metavar="YAML", help="dbt vars, e.g. '{campaign_schema: public}'")
+
+    export = add("export", cmd_export, "write a published aggregate as CSV (header, ISO dates, empty for NULL)")
+    export.add_argument("aggregate", choices=EXPORTED, help="the published aggregate")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE", help="the CSV file to write")
+    export.add_argument(
+        "--vars", type=dbt_vars, metavar="YAML", help="accepted as for the other commands; what is published is read"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.verbose, args.log_format)
+    if args.target:  # dbt reads it; so do the commands that talk to the target themselves
+        os.environ["DBT_TARGET"] = args.target
     try:
         return int(args.handler(args))
     except ConfigError as problem:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
 from campaign_cubes import PROJECT_ROOT
 
 PROFILE_EXAMPLE = PROJECT_ROOT / "profiles.yml.example"
@@ -142,6 +144,24 @@ def dbt_executable() -> str:
     return found
 
 
+def dbt_command() -> list[str]:
+    """The command that runs dbt: for a Spark target, the launcher that keeps ANSI mode on
+    (campaign_cubes/spark_dbt.py); $CAMPAIGN_CUBES_DBT, when set, always wins."""
+    if not os.environ.get(ENV_DBT) and target_type() == "spark":
+        return [sys.executable, "-m", "campaign_cubes.spark_dbt"]
+    return [dbt_executable()]
+
+
+def target_type() -> str | None:
+    """The adapter type of the target dbt will use ($DBT_TARGET, else the profile's default)."""
+    try:
+        profile = yaml.safe_load((profiles_dir() / "profiles.yml").read_text())["campaign_cubes"]
+        target = os.environ.get("DBT_TARGET") or profile["target"]
+        return str(profile["outputs"][target]["type"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None  # dbt itself says what is wrong with the profile
+
+
 def profiles_dir() -> Path:
     """Where dbt finds the `campaign_cubes` profile; creates it from the example if needed."""
     configured = os.environ.get("DBT_PROFILES_DIR")
@@ -208,7 +228,7 @@ def run_dbt(
     text dbt would have printed, and handed to `on_event` as it happens (progress).
     """
     invocation = Invocation(args, work_dir, on_event)
-    argv = [dbt_executable(), *invocation.argv()]
+    argv = [*dbt_command(), *invocation.argv()]
     with invocation.console_log.open("w", encoding="utf-8") as sink:
         relay = _Relay([invocation], [sink])
         relay.current = 0
@@ -268,7 +288,8 @@ def run_dbt_batch(invocations: list[Invocation], *, env: dict[str, str], timeout
     started, come back timed out. A stand-in dbt ($CAMPAIGN_CUBES_DBT) cannot run in
     process: each invocation then runs in a process of its own, within the same time.
     """
-    if os.environ.get(ENV_DBT) or len(invocations) == 1:
+    # the Spark launcher (campaign_cubes/spark_dbt.py) keeps ANSI mode on: one process per invocation
+    if os.environ.get(ENV_DBT) or len(invocations) == 1 or target_type() == "spark":
         return _run_each(invocations, env, timeout)
     argv = [sys.executable, "-m", "campaign_cubes.dbt_batch", json.dumps([each.argv() for each in invocations])]
     with contextlib.ExitStack() as stack:

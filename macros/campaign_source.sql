@@ -23,8 +23,12 @@
 {% endmacro %}
 
 
+{#
+    The Campaign database to link, or empty. Only PostgreSQL links it: on Spark,
+    `orchestrate.py land` reads CAMPAIGN_SOURCE_DSN and the models read the copies.
+#}
 {% macro campaign_source_dsn() %}
-    {{ return(env_var('CAMPAIGN_SOURCE_DSN', '') | trim) }}
+    {{ return(env_var('CAMPAIGN_SOURCE_DSN', '') | trim if target.type == 'postgres' else '') }}
 {% endmacro %}
 
 
@@ -42,6 +46,14 @@
     does not show foreign tables.
 #}
 {% macro campaign_relation_exists(relation) %}
+    {{ return(adapter.dispatch('campaign_relation_exists', 'campaign_cubes')(relation)) }}
+{% endmacro %}
+
+{% macro default__campaign_relation_exists(relation) %}
+    {{ return(load_relation(relation) is not none) }}
+{% endmacro %}
+
+{% macro postgres__campaign_relation_exists(relation) %}
     {%- set name = adapter.quote(relation.schema) ~ '.' ~ adapter.quote(relation.identifier) -%}
     {{ return(run_query("select to_regclass(" ~ quoted_literal(name) ~ ") is not null").columns[0].values()[0]) }}
 {% endmacro %}
@@ -122,6 +134,14 @@
     A no-op in the in-database topology.
 #}
 {% macro link_campaign_source() %}
+    {{ return(adapter.dispatch('link_campaign_source', 'campaign_cubes')()) }}
+{% endmacro %}
+
+{#- Spark reads the landed copies (orchestrate.py land, macros/land.sql): nothing to link. -#}
+{% macro spark__link_campaign_source() %}
+{% endmacro %}
+
+{% macro postgres__link_campaign_source() %}
     {%- if execute and campaign_source_dsn() -%}
         {%- set settings = parse_campaign_dsn(campaign_source_dsn()) -%}
         {%- if 'password' in settings -%}

@@ -68,6 +68,21 @@
 {%- endmacro %}
 
 
+{# A UTC instant, e.g. '2026-01-01 00:00:00', as a literal of the engine's instant type. #}
+{% macro instant_literal(utc_text) -%}
+    {{ return(adapter.dispatch('instant_literal', 'campaign_cubes')(utc_text)) }}
+{%- endmacro %}
+
+{#- Spark's timestamp is an instant read in the session zone, which the spark target pins to UTC -#}
+{% macro default__instant_literal(utc_text) -%}
+    timestamp '{{ utc_text }}'
+{%- endmacro %}
+
+{% macro postgres__instant_literal(utc_text) -%}
+    timestamptz '{{ utc_text }}+00'
+{%- endmacro %}
+
+
 {#
     Seconds from `start_column` to `end_column` (exact, numeric); NULL unless both
     are within 0001-01-01 .. 9999-12-31 UTC (an infinite end has no duration, and
@@ -77,10 +92,11 @@
     {{ return(adapter.dispatch('seconds_between', 'campaign_cubes')(start_column, end_column)) }}
 {%- endmacro %}
 
+{#- exact as PostgreSQL's numeric epoch: microseconds, then seconds with 6 decimals (Spark) -#}
 {% macro default__seconds_between(start_column, end_column) -%}
     case
         when {{ supported_instant(start_column) }} and {{ supported_instant(end_column) }}
-            then unix_timestamp({{ end_column }}) - unix_timestamp({{ start_column }})
+            then cast(unix_micros({{ end_column }}) - unix_micros({{ start_column }}) as decimal(20, 0)) / 1000000
     end
 {%- endmacro %}
 
@@ -94,20 +110,22 @@
 
 {# True when a timestamptz lies within 0001-01-01 .. 9999-12-31 UTC (so: is finite). #}
 {% macro supported_instant(ts_column) -%}
-    ({{ ts_column }} >= {{ instant_literal('0001-01-01 00:00:00') }}
-    and {{ ts_column }} < {{ instant_literal('10000-01-01 00:00:00') }})
+    {{ return(adapter.dispatch('supported_instant', 'campaign_cubes')(ts_column)) }}
 {%- endmacro %}
 
-{% macro instant_literal(utc_text) -%}
-    {{ return(adapter.dispatch('instant_literal', 'campaign_cubes')(utc_text)) }}
+{#
+    Elsewhere timestamps end where the range does (Spark's): `land` brings
+    PostgreSQL's infinite and farther values as the range's first and last
+    microsecond (campaign_cubes/land.py), which are therefore not supported.
+#}
+{% macro default__supported_instant(ts_column) -%}
+    ({{ ts_column }} > timestamp '0001-01-01 00:00:00'
+    and {{ ts_column }} < timestamp '9999-12-31 23:59:59.999999')
 {%- endmacro %}
 
-{% macro default__instant_literal(utc_text) -%}
-    timestamp '{{ utc_text }}'
-{%- endmacro %}
-
-{% macro postgres__instant_literal(utc_text) -%}
-    timestamptz '{{ utc_text }}+00'
+{% macro postgres__supported_instant(ts_column) -%}
+    ({{ ts_column }} >= timestamptz '0001-01-01 00:00:00+00'
+    and {{ ts_column }} < timestamptz '10000-01-01 00:00:00+00')
 {%- endmacro %}
 
 
@@ -181,8 +199,10 @@
         if node.source_name == 'campaign' and node.name == table -%}
         {%- set relation = api.Relation.create(
             database=node.database, schema=node.schema, identifier=node.identifier) -%}
+        {#- Spark's wall-clock timestamp is timestamp_ntz (orchestrate.py land keeps the type) -#}
         {%- for found in adapter.get_columns_in_relation(relation)
-            if found.name | lower == column and found.data_type | lower == 'timestamp without time zone' -%}
+            if found.name | lower == column
+            and found.data_type | lower in ('timestamp without time zone', 'timestamp_ntz') -%}
             {%- do local.append(table ~ '.' ~ column) -%}
         {%- endfor -%}
     {%- endfor -%}
@@ -229,7 +249,7 @@
     test's result rows (a VALUES list), like macros/unlisted_codes.sql.
 #}
 {% macro out_of_range_rows(counted_sql, model, checks) %}
-    {%- set no_rows = "select null::text as column_name, 0::bigint as source_rows where false" -%}
+    {%- set no_rows = "select null::" ~ sql_type('text') ~ " as column_name, 0::bigint as source_rows where false" -%}
     {%- if not execute -%}
         {{ return(no_rows) }}
     {%- endif -%}

@@ -7,16 +7,16 @@
     (0001-01-01 is a Monday).
 #}
 {% macro date_levels(date_column, prefix) -%}
-    case when isfinite({{ date_column }}) then date_trunc('week', {{ date_column }})::date end
+    case when {{ finite_date(date_column) }} then date_trunc('week', {{ date_column }})::date end
         as {{ prefix }}_week,
-    case when isfinite({{ date_column }}) then date_trunc('month', {{ date_column }})::date end
+    case when {{ finite_date(date_column) }} then date_trunc('month', {{ date_column }})::date end
         as {{ prefix }}_month,
-    case when isfinite({{ date_column }}) then make_date(
+    case when {{ finite_date(date_column) }} then make_date(
         extract(year from {{ date_column }})::integer,
         case when extract(month from {{ date_column }}) <= 6 then 1 else 7 end,
         1
     ) end as {{ prefix }}_semester,
-    case when isfinite({{ date_column }}) then extract(year from {{ date_column }})::integer end
+    case when {{ finite_date(date_column) }} then extract(year from {{ date_column }})::integer end
         as {{ prefix }}_year
 {%- endmacro %}
 

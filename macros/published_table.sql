@@ -56,17 +56,7 @@
     {% do published_table_claim(target_relation) %}
 
     {#- facts too old to publish: nothing is built (macros/source_freshness.sql) -#}
-    {%- set threshold = stale_source_threshold(model.name, audit['facts']) -%}
-    {%- set stale = stale_source_refusal(audit['facts'], threshold) if threshold is not none else none -%}
-    {%- if stale -%}
-        {% do published_table_record(audit_schema, {'model': model.name}, 'stale_source', stale) %}
-        {% do adapter.commit() %}
-        {{ exceptions.raise_compiler_error(
-            "campaign-cubes stale source, nothing was published: " ~ this.identifier ~ ": " ~ stale
-            ~ ". The published table " ~ target_relation ~ " is unchanged (var stale_source_after,"
-            ~ " or stale_after in orchestrate.toml, sets the threshold or switches the check off)."
-        ) }}
-    {%- endif -%}
+    {% do refuse_stale_source(audit, audit_schema, 'table ' ~ target_relation) %}
 
     {#- 0. the facts' repeated keys, in this snapshot (macros/repeated_keys.sql) -#}
     {%- set started = published_table_step(this.identifier ~ ": key pass (repeated keys, fact rows)") -%}
@@ -369,6 +359,10 @@
     objects, and the loser of a race retries (`if not exists` then finds them).
 #}
 {% macro prepare_publication() %}
+    {{ return(adapter.dispatch('prepare_publication', 'campaign_cubes')()) }}
+{% endmacro %}
+
+{% macro postgres__prepare_publication() %}
     {%- if execute -%}
         {%- set audit_schema = target.schema ~ '_audit' -%}
         {%- set audit = quote_identifier(audit_schema) -%}
@@ -472,6 +466,10 @@
     `numbers` as published_table_measure returns them, a missing figure NULL.
 #}
 {% macro published_table_record(audit_schema, numbers, outcome, findings) %}
+    {{ return(adapter.dispatch('published_table_record', 'campaign_cubes')(audit_schema, numbers, outcome, findings)) }}
+{% endmacro %}
+
+{% macro postgres__published_table_record(audit_schema, numbers, outcome, findings) %}
     {% call statement('record_publication') -%}
         insert into {{ adapter.quote(audit_schema) }}.publication_log (
             model, invocation_id, outcome, candidate_total, fact_rows,
@@ -492,21 +490,13 @@
 {#
     The Campaign tables behind each cube, for the configured message_center_source
     (the staging models read the same tables): each with its key and the base model
-    of its repeated keys.
+    of its repeated keys (macros/staging.sql, campaign_facts).
 #}
 {% macro campaign_fact_tables(facts) %}
-    {%- if facts == 'propositions' -%}
-        {{ return([
-            {'table': 'nmspropositionrcp', 'key': 'ipropositionid', 'base': 'base_campaign__proposition_repeated_keys'},
-        ]) }}
-    {%- elif var('message_center_source') == 'execution' -%}
-        {{ return([
-            {'table': 'nmsrtevent', 'key': 'irteventid', 'base': 'base_campaign__realtime_event_repeated_keys'},
-            {'table': 'nmsbatchevent', 'key': 'ibatcheventid', 'base': 'base_campaign__batch_event_repeated_keys'},
-        ]) }}
-    {%- else -%}
-        {{ return([
-            {'table': 'nmseventhisto', 'key': 'bieventhistoid', 'base': 'base_campaign__event_history_repeated_keys'},
-        ]) }}
-    {%- endif -%}
+    {%- set tables = [] -%}
+    {%- for fact in campaign_facts().values()
+        if fact.cube == facts and fact.read_when in [none, var('message_center_source')] -%}
+        {%- do tables.append(fact) -%}
+    {%- endfor -%}
+    {{ return(tables) }}
 {% endmacro %}

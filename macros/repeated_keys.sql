@@ -88,9 +88,18 @@
     snapshot (an index created later is not seen, one dropped later still is), so
     in a publication the answer holds for exactly the rows the aggregate reads.
     Only in the build's own database: a linked table (CAMPAIGN_SOURCE_DSN) carries
-    no index, and its census stays the sort (remote_key_census).
+    no index, and its census stays the sort (remote_key_census). Elsewhere (Spark's
+    Parquet tables) no index guarantees anything: none.
 #}
 {% macro unique_key_type(relation, key) %}
+    {{ return(adapter.dispatch('unique_key_type', 'campaign_cubes')(relation, key)) }}
+{% endmacro %}
+
+{% macro default__unique_key_type(relation, key) %}
+    {{ return(none) }}
+{% endmacro %}
+
+{% macro postgres__unique_key_type(relation, key) %}
     {%- if not execute or campaign_source_dsn() -%}{{ return(none) }}{%- endif -%}
     {%- set name = adapter.quote(relation.schema) ~ '.' ~ adapter.quote(relation.identifier) -%}
     {%- set found = run_query(
@@ -126,6 +135,14 @@
     more than it saves). `reset` puts them back for the statements that follow.
 #}
 {% macro key_sort_settings(reset=false) %}
+    {{ return(adapter.dispatch('key_sort_settings', 'campaign_cubes')(reset)) }}
+{% endmacro %}
+
+{#- PostgreSQL's planner settings; other engines have none to give -#}
+{% macro default__key_sort_settings(reset=false) %}
+{% endmacro %}
+
+{% macro postgres__key_sort_settings(reset=false) %}
     {%- for name, value in [('enable_hashagg', 'off'), ('parallel_tuple_cost', '0'), ('jit', 'off')] -%}
         set local {{ name }} = {{ 'default' if reset else value }};
     {% endfor -%}
@@ -210,6 +227,10 @@
     count: every row but the placeholder, a repeated key once.
 #}
 {% macro refresh_repeated_keys(facts) %}
+    {{ return(adapter.dispatch('refresh_repeated_keys', 'campaign_cubes')(facts)) }}
+{% endmacro %}
+
+{% macro postgres__refresh_repeated_keys(facts) %}
     {%- set fact_rows = [] -%}
     {%- for fact in campaign_fact_tables(facts) -%}
         {%- set base_node = graph.nodes['model.' ~ project_name ~ '.' ~ fact.base] -%}
@@ -236,6 +257,68 @@
         {% call statement('repeated_keys_' ~ fact.table ~ '_done') -%}
             drop table repeated_keys__census
         {%- endcall %}
+    {%- endfor -%}
+    {{ return(fact_rows | sum) }}
+{% endmacro %}
+
+
+{#
+    Spark: the base models are Parquet tables, rewritten whole (`insert overwrite`,
+    so the staging views on them stay). A publication selected in the same run
+    refreshes them itself, as on PostgreSQL.
+#}
+{% materialization repeated_keys, adapter='spark' %}
+
+    {%- set target_relation = this.incorporate(type='table') -%}
+    {%- set existing_relation = load_cached_relation(this) -%}
+    {%- set publisher = repeated_keys_publisher(model.name) -%}
+
+    {{ run_hooks(pre_hooks) }}
+    {%- if existing_relation is not none and not repeated_keys_same_shape(existing_relation, sql) -%}
+        {% do adapter.drop_relation(existing_relation) %}
+        {%- set existing_relation = none -%}
+    {%- endif -%}
+    {%- if existing_relation is none -%}
+        {% call statement('create_repeated_keys') -%}
+            create table {{ target_relation }} using parquet as select * from ({{ sql }}) as census limit 0
+        {%- endcall %}
+    {%- endif -%}
+    {%- if publisher -%}
+        {{ log(model.name ~ " is filled by the publication of " ~ publisher, info=True) }}
+        {% call statement('main') -%}
+            select 1
+        {%- endcall %}
+    {%- else -%}
+        {% call statement('main') -%}
+            insert overwrite table {{ target_relation }} {{ sql }}
+        {%- endcall %}
+    {%- endif -%}
+    {{ run_hooks(post_hooks) }}
+    {{ return({'relations': [target_relation]}) }}
+
+{% endmaterialization %}
+
+
+{#
+    Spark: the census of each fact table is cached once, then gives the base
+    table its rows and the audit its fact rows. The landed tables do not change
+    while a build reads them (land replaces a table only when a copy is
+    complete, and is not run during builds: docs/spark.md).
+#}
+{% macro spark__refresh_repeated_keys(facts) %}
+    {%- set fact_rows = [] -%}
+    {%- for fact in campaign_fact_tables(facts) -%}
+        {%- set base_node = graph.nodes['model.' ~ project_name ~ '.' ~ fact.base] -%}
+        {%- set base = api.Relation.create(schema=base_node.schema, identifier=base_node.alias, type='table') -%}
+        {% do run_query('cache table repeated_keys__census as ' ~ key_census(source('campaign', fact.table), fact.key)) %}
+        {% do run_query('insert overwrite table ' ~ base ~ ' select ' ~ fact.key
+            ~ ', copies from repeated_keys__census where not all_rows') %}
+        {%- do fact_rows.append(run_query(
+            "select coalesce(sum(copies) filter (where all_rows), 0)"
+            ~ " - coalesce(sum(copies - 1) filter (where not all_rows), 0) from repeated_keys__census"
+        ).columns[0].values()[0]) -%}
+        {% do run_query('uncache table repeated_keys__census') %}
+        {% do run_query('drop view repeated_keys__census') %}
     {%- endfor -%}
     {{ return(fact_rows | sum) }}
 {% endmacro %}

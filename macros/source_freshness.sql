@@ -21,6 +21,27 @@
 
 
 {#
+    The gate itself, called by published_table on either engine before it builds
+    anything: when the cube's facts are too old, records the refusal (committed, so
+    that it outlives the failed node) and stops the node with the message
+    orchestrate.py recognises. `published` names what readers keep seeing.
+#}
+{% macro refuse_stale_source(audit, audit_schema, published) %}
+    {%- set threshold = stale_source_threshold(model.name, audit['facts']) -%}
+    {%- set stale = stale_source_refusal(audit['facts'], threshold) if threshold is not none else none -%}
+    {%- if stale -%}
+        {% do published_table_record(audit_schema, {'model': model.name}, 'stale_source', stale) %}
+        {% do adapter.commit() %}
+        {{ exceptions.raise_compiler_error(
+            "campaign-cubes stale source, nothing was published: " ~ this.identifier ~ ": " ~ stale
+            ~ ". The published " ~ published ~ " is unchanged (var stale_source_after,"
+            ~ " or stale_after in orchestrate.toml, sets the threshold or switches the check off)."
+        ) }}
+    {%- endif -%}
+{% endmacro %}
+
+
+{#
     The threshold in seconds of `model_name`, with the words that say where it
     comes from; none when the check is off. Assumes stale_source_after_problem found
     nothing (static_settings_problems).
@@ -106,47 +127,46 @@
 
 {#
     Why the cube's facts are too old to publish, or none when they are fresh
-    enough: one query, in the publication's snapshot, over every fact table.
+    enough: one query, in the publication's snapshot, over every fact table. The
+    ages come from the engine (seconds_between); their text is written here, so
+    that the query is the same on every engine.
 #}
 {% macro stale_source_refusal(facts, threshold) %}
-    {%- set run_start = instant_literal(run_started_at.strftime('%Y-%m-%d %H:%M:%S')) -%}
+    {%- set run_start_text = run_started_at.strftime('%Y-%m-%d %H:%M:%S') -%}
+    {%- set run_start = instant_literal(run_start_text) -%}
     {%- set query -%}
-        with
-
-        newest as (
-
-            {% for fact in campaign_fact_tables(facts) -%}
-            {% if not loop.first %}union all{% endif %}
-            select
-                {{ quoted_literal(fact.table) }} as fact_table,
-                max(modified_at) as newest_at
-            from (
-                select
-                    {{ campaign_instant('tslastmodified', fact.table, 'tslastmodified') }} as modified_at
-                from {{ source('campaign', fact.table) }}
-            ) as modified
-            where modified_at <= {{ run_start }}
-            {% endfor %}
-
-        )
-
+        {% for fact in campaign_fact_tables(facts) -%}
+        {% if not loop.first %}union all{% endif %}
         select
-            string_agg(
-                fact_table || ': ' || coalesce(to_char(newest_at at time zone 'UTC',
-                    'YYYY-MM-DD HH24:MI:SS') || ' UTC', 'none'),
-                ', ' order by fact_table
-            ) as newest_rows,
-            extract(epoch from {{ run_start }} - max(newest_at)) as age_seconds
-        from newest
+            {{ quoted_literal(fact.table) }} as fact_table,
+            {{ seconds_between('max(modified_at)', run_start) }} as age_seconds
+        from (
+            select
+                {{ campaign_instant('tslastmodified', fact.table, 'tslastmodified') }} as modified_at
+            from {{ source('campaign', fact.table) }}
+        ) as modified
+        where modified_at <= {{ run_start }}
+        {% endfor %}
     {%- endset -%}
-    {%- set row = run_query(query).rows[0] -%}
-    {%- set age = row['age_seconds'] -%}
+    {%- set newest = [] -%}
+    {%- set ages = [] -%}
+    {%- for row in run_query(query).rows | sort(attribute='fact_table') -%}
+        {%- if row['age_seconds'] is none -%}
+            {%- do newest.append(row['fact_table'] ~ ': none') -%}
+        {%- else -%}
+            {%- set age = row['age_seconds'] | float -%}
+            {%- do ages.append(age) -%}
+            {%- do newest.append(row['fact_table'] ~ ': '
+                ~ (run_started_at - modules.datetime.timedelta(seconds=age)).strftime('%Y-%m-%d %H:%M:%S') ~ ' UTC') -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- set age = ages | min if ages else none -%}
     {%- if age is not none and age <= threshold['seconds'] -%}
         {{ return(none) }}
     {%- endif -%}
-    {{ return("the newest tslastmodified up to the run's start (" ~ run_started_at.strftime('%Y-%m-%d %H:%M:%S')
+    {{ return("the newest tslastmodified up to the run's start (" ~ run_start_text
         ~ " UTC) is " ~ ("missing" if age is none else stale_source_age_text(age) ~ " old") ~ " ("
-        ~ row['newest_rows'] ~ "), beyond " ~ stale_source_age_text(threshold['seconds']) ~ " ("
+        ~ newest | join(', ') ~ "), beyond " ~ stale_source_age_text(threshold['seconds']) ~ " ("
         ~ threshold['said'] ~ ")") }}
 {% endmacro %}
 

@@ -10,6 +10,24 @@
     then hash-joins the facts to the lookup instead of sorting them for a merge join).
 #}
 {% macro keep_latest_per_key(relation, key, order_by) %}
+    {{ return(adapter.dispatch('keep_latest_per_key', 'campaign_cubes')(relation, key, order_by)) }}
+{% endmacro %}
+
+{#- No `distinct on` elsewhere: the first row of each key by row_number(); the
+    model's final CTE lists its columns, so copy_rank goes no further. -#}
+{% macro default__keep_latest_per_key(relation, key, order_by) %}
+    select ranked.*
+    from (
+        select
+            {{ relation }}.*,
+            row_number() over (partition by {{ key }} order by {{ order_by }}) as copy_rank
+        from {{ relation }}
+        where {{ key }} is not null
+    ) as ranked
+    where ranked.copy_rank = 1
+{% endmacro %}
+
+{% macro postgres__keep_latest_per_key(relation, key, order_by) %}
     select distinct on ({{ key }}) *
     from {{ relation }}
     where {{ key }} is not null
@@ -29,6 +47,36 @@
     (see one_worker_scan).
 #}
 {% macro keep_latest_copy(relation, repeats, columns, key, order_by) %}
+    {{ return(adapter.dispatch('keep_latest_copy', 'campaign_cubes')(relation, repeats, columns, key, order_by)) }}
+{% endmacro %}
+
+{#-
+    The same rows elsewhere: the table less its repeated keys (a join with the small
+    base table, which Spark broadcasts), and of each repeated key the first copy by
+    row_number(), only those few copies being sorted.
+-#}
+{% macro default__keep_latest_copy(relation, repeats, columns, key, order_by) %}
+    select fact.{{ columns | join(', fact.') }}
+    from {{ relation }} as fact
+    where not exists (
+        select 1 from {{ repeats }} as repeated
+        where repeated.{{ key }} = fact.{{ key }}
+    )
+
+    union all
+
+    select ranked.{{ columns | join(', ranked.') }}
+    from (
+        select
+            fact.{{ columns | join(', fact.') }},
+            row_number() over (partition by fact.{{ key }} order by {{ order_by }}) as copy_rank
+        from {{ relation }} as fact
+        where fact.{{ key }} in (select repeated.{{ key }} from {{ repeats }} as repeated)
+    ) as ranked
+    where ranked.copy_rank = 1
+{% endmacro %}
+
+{% macro postgres__keep_latest_copy(relation, repeats, columns, key, order_by) %}
     select fact.{{ columns | join(', fact.') }}
     from {{ relation }} as fact
     where not exists (
@@ -84,20 +132,50 @@
 
 
 {#
-    The columns of a Campaign fact table that staging reads (a Campaign row may be
-    much wider).
+    The Campaign fact tables, declared once: each with its key, the columns
+    staging reads (a Campaign row may be much wider), the order that makes a
+    repeated key's latest copy first, the base model of its repeated keys, the
+    cube it feeds (published_table's meta.audit.facts) and, for an event table,
+    the message_center_source that reads it.
 #}
-{% macro campaign_fact_columns(table) %}
+{% macro campaign_facts() %}
     {%- set event_columns = message_center_event_columns() | map('first') | list -%}
+    {%- set event_order =
+        'fact.tslastmodified desc nulls last, fact.istatus desc nulls last, fact.tscreated desc nulls last' -%}
     {{ return({
-        'nmspropositionrcp': [
-            'ipropositionid', 'iinteractionid', 'iofferid', 'iofferspaceid', 'irecipientid', 'ideliveryid',
-            'istatus', 'tsevent', 'tslastmodified', 'dweight', 'irank',
-        ],
-        'nmseventhisto': ['bieventhistoid'] + event_columns,
-        'nmsrtevent': ['irteventid'] + event_columns,
-        'nmsbatchevent': ['ibatcheventid'] + event_columns,
-    }[table]) }}
+        'nmspropositionrcp': {
+            'table': 'nmspropositionrcp', 'key': 'ipropositionid', 'cube': 'propositions', 'read_when': none,
+            'base': 'base_campaign__proposition_repeated_keys',
+            'columns': [
+                'ipropositionid', 'iinteractionid', 'iofferid', 'iofferspaceid', 'irecipientid', 'ideliveryid',
+                'istatus', 'tsevent', 'tslastmodified', 'dweight', 'irank',
+            ],
+            'latest_first':
+                'fact.tslastmodified desc nulls last, fact.istatus desc nulls last, fact.tsevent desc nulls last',
+        },
+        'nmseventhisto': {
+            'table': 'nmseventhisto', 'key': 'bieventhistoid', 'cube': 'message_center', 'read_when': 'eventhisto',
+            'base': 'base_campaign__event_history_repeated_keys',
+            'columns': ['bieventhistoid'] + event_columns, 'latest_first': event_order,
+        },
+        'nmsrtevent': {
+            'table': 'nmsrtevent', 'key': 'irteventid', 'cube': 'message_center', 'read_when': 'execution',
+            'base': 'base_campaign__realtime_event_repeated_keys',
+            'columns': ['irteventid'] + event_columns, 'latest_first': event_order,
+        },
+        'nmsbatchevent': {
+            'table': 'nmsbatchevent', 'key': 'ibatcheventid', 'cube': 'message_center', 'read_when': 'execution',
+            'base': 'base_campaign__batch_event_repeated_keys',
+            'columns': ['ibatcheventid'] + event_columns, 'latest_first': event_order,
+        },
+    }) }}
+{% endmacro %}
+
+
+{# The staged rows of a fact table: each key once, of a repeated key the latest copy. #}
+{% macro latest_fact_rows(fact, repeats) %}
+    {{ return(keep_latest_copy(
+        source('campaign', fact.table), repeats, fact.columns, fact.key, fact.latest_first)) }}
 {% endmacro %}
 
 
@@ -113,7 +191,7 @@
             {%- if column.name | lower == column_name -%}{%- do present.append(column) -%}{%- endif -%}
         {%- endfor -%}
     {%- endif -%}
-    {%- if present -%}{{ column_name }}{%- else -%}null::{{ data_type }}{%- endif -%}
+    {%- if present -%}{{ column_name }}{%- else -%}null::{{ sql_type(data_type) }}{%- endif -%}
 {%- endmacro %}
 
 
@@ -140,89 +218,33 @@
     select
         null::bigint as {{ key_column }}
         {%- for name, data_type in message_center_event_columns() %},
-        null::{{ data_type }} as {{ name }}
+        null::{{ sql_type(data_type) }} as {{ name }}
         {%- endfor %}
     where false
 {% endmacro %}
 
 
 {# The base model of an event table: its repeated keys. #}
-{% macro message_center_repeated_keys(source_relation, key_column, needed) %}
+{% macro message_center_repeated_keys(fact) %}
+    {%- set relation = source('campaign', fact.table) -%}
     {#- the staging model says it, once -#}
-    {%- if message_center_table_absent(source_relation, needed, say=false) -%}
-        select null::bigint as {{ key_column }}, 0::bigint as copies where false
+    {%- if message_center_table_absent(relation, fact.read_when == var('message_center_source'), say=false) -%}
+        select null::bigint as {{ fact.key }}, 0::bigint as copies where false
     {%- else -%}
-        {{ repeated_keys(source_relation, key_column) }}
+        {{ repeated_keys(relation, fact.key) }}
     {%- endif -%}
 {% endmacro %}
 
 
-{# The staging model of an event table: one row per event, renamed. #}
-{% macro stage_message_center_events(table, source_relation, repeats, key_column, needed) %}
-
-with
-
-source as (
-
-    {% if message_center_table_absent(source_relation, needed) -%}
-    {{ no_message_center_events(key_column) }}
-    {%- else -%}
-    -- each key once: of a key held more than once, the latest copy
-    {{ keep_latest_copy(
-        source_relation, repeats, campaign_fact_columns(table), key_column,
-        'fact.tslastmodified desc nulls last, fact.istatus desc nulls last, fact.tscreated desc nulls last'
-    ) }}
-    {%- endif %}
-
-),
-
-renamed as (
-
-    select
-        {{ key_column }}::bigint as event_id,
-        stype::text as event_type,
-        istatus::smallint as event_status_code,
-        iwishedchannel::smallint as wished_channel_code,
-        ideliveryid::integer as delivery_id,
-        tscreated as created_at,
-        tsprocessing as processing_started_at,
-        tsprocessed as processed_at,
-        tslastmodified as last_modified_at,
-        sexternalid::text as external_id,
-        sorigin::text as origin,
-        semail::text as email,
-        smobilephone::text as mobile_phone,
-        slanguage::text as language_code,
-        scountrycode::text as country_code,
-        mdata as payload_xml
-    from source
-    -- key 0 is Campaign's placeholder row, not an event
-    where {{ key_column }} is distinct from 0
-
-),
-
-final as (
-
-    select
-        event_id,
-        event_type,
-        event_status_code,
-        wished_channel_code,
-        delivery_id,
-        created_at,
-        processing_started_at,
-        processed_at,
-        last_modified_at,
-        external_id,
-        origin,
-        email,
-        mobile_phone,
-        language_code,
-        country_code,
-        payload_xml
-    from renamed
-
-)
-
-select * from final
+{#
+    The rows of an event table its staging model reads: the latest copies, or no
+    rows when the table is absent and the configured message_center_source does
+    not read it.
+#}
+{% macro message_center_events(fact, repeats) %}
+    {%- set relation = source('campaign', fact.table) -%}
+    {%- if message_center_table_absent(relation, fact.read_when == var('message_center_source')) -%}
+        {{ return(no_message_center_events(fact.key)) }}
+    {%- endif -%}
+    {{ return(latest_fact_rows(fact, repeats)) }}
 {% endmacro %}

@@ -12,6 +12,10 @@
     references name the same object.
 #}
 {% macro validate_settings() %}
+    {{ return(adapter.dispatch('validate_settings', 'campaign_cubes')()) }}
+{% endmacro %}
+
+{% macro postgres__validate_settings() %}
     {%- if execute -%}
         {%- do validate_static_settings() -%}
 
@@ -244,3 +248,39 @@
 {% macro quote_identifier(name) -%}
     "{{ name | string | replace('"', '""') }}"
 {%- endmacro %}
+
+
+{#
+    Spark: the settings that need no database, then what the engine says. ANSI
+    mode must be on (dbt-spark turns it off: campaign_cubes/spark_dbt.py), or a
+    division by zero, an overflow or a bad cast would give NULL, silently, in a
+    published aggregate; the session zone must be UTC, in which the models turn
+    instants into dates (from_utc_timestamp). The Campaign tables' database must
+    exist: `orchestrate.py --target spark land` creates it.
+#}
+{% macro spark__validate_settings() %}
+    {%- if execute -%}
+        {%- do validate_static_settings() -%}
+        {%- set ansi = run_query("set spark.sql.ansi.enabled").rows[0][1] | string | lower -%}
+        {%- set zone = run_query("select current_timezone()").rows[0][0] -%}
+        {%- if ansi != 'true' -%}
+            {{ exceptions.raise_compiler_error(
+                "Spark runs with spark.sql.ansi.enabled=" ~ ansi ~ " (dbt-spark forces it off): a division"
+                ~ " by zero or an overflow would become NULL; nothing was built. Run dbt through orchestrate.py, or"
+                ~ " python -m campaign_cubes.spark_dbt, with spark.sql.ansi.enabled: true in the profile") }}
+        {%- endif -%}
+        {%- if zone not in ['UTC', 'Etc/UTC'] -%}
+            {{ exceptions.raise_compiler_error(
+                "Spark's session time zone is " ~ zone ~ "; set spark.sql.session.timeZone: UTC in the"
+                ~ " profile (the models convert instants to dates in reporting_timezone from UTC)") }}
+        {%- endif -%}
+        {%- set schema = var('campaign_schema') | string -%}
+        {%- if not adapter.check_schema_exists(target.database, schema) -%}
+            {{ exceptions.raise_compiler_error(
+                "var campaign_schema is " ~ setting_shown(schema) ~ ", but Spark has no such database; land the"
+                ~ " Campaign tables first: orchestrate.py --target spark land --vars '{campaign_schema: "
+                ~ schema ~ "}'") }}
+        {%- endif -%}
+        {%- do check_campaign_timestamp_zone() -%}
+    {%- endif -%}
+{% endmacro %}

@@ -11,6 +11,11 @@ PNG files with matplotlib (Agg, offline) and writes `index.html` beside them:
 Only the files named in that list are removed before a new report is drawn: a
 PNG someone else put in charts/ stays.
 
+On a Spark target the two aggregates (a few thousand rows each, not the facts)
+are first copied from Spark into temporary tables of the same PostgreSQL session
+(the orchestrator's, which keeps the run history), so that one set of queries
+serves both engines.
+
 `sections` reads the aggregates and draws the charts; the page's markup and prose
 are Jinja2 templates in `templates/` (autoescaped), fed the values `html` defines.
 """
@@ -23,8 +28,11 @@ from datetime import date, datetime
 from pathlib import Path
 
 import psycopg2
-from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
+from psycopg2 import sql
+from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ, connection
+from psycopg2.extras import execute_values
 
+from campaign_cubes.dbt import target_type
 from campaign_cubes.files import write_atomically
 from campaign_cubes.report import data, html, sections
 from campaign_cubes.report.data import Period, ReportError
@@ -94,7 +102,7 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ReportError(f"cannot create {charts_dir}: {problem.strerror}") from None
 
 
-def render(ctx: Context) -> str:
+def render(ctx: Context, published_schema: str) -> str:
     """The whole page (templates/page.html), drawing the charts into `ctx.out_dir/charts`."""
     by_bucket = (
         data.events_by_bucket(ctx.conn, ctx.schema, ctx.period, ctx.error_statuses) if not ctx.period.empty else []
@@ -104,7 +112,7 @@ def render(ctx: Context) -> str:
         title=TITLE,
         nav=NAV,
         period=ctx.period,
-        schema=ctx.schema,
+        schema=published_schema,
         generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         undated_propositions=data.undated_propositions(ctx.conn, ctx.schema),
         undated_events=data.undated_events(ctx.conn, ctx.schema),
@@ -118,6 +126,54 @@ def render(ctx: Context) -> str:
     )
 
 
+# Spark's column types as PostgreSQL's, for the temporary copies of the aggregates
+_POSTGRES_TYPES = {
+    "date": "date",
+    "string": "text",
+    "tinyint": "smallint",
+    "smallint": "smallint",
+    "int": "integer",
+    "bigint": "bigint",
+    "float": "real",
+    "double": "double precision",
+    "boolean": "boolean",
+    "timestamp": "timestamptz",
+}
+
+
+def _postgres_type(table: str, column: str, spark_type: str) -> str:
+    if spark_type.startswith("decimal"):
+        return "numeric"
+    if spark_type not in _POSTGRES_TYPES:
+        raise ReportError(f"{table}.{column} is of Spark type {spark_type}, which the report does not read")
+    return _POSTGRES_TYPES[spark_type]
+
+
+def copy_from_spark(conn: connection, schema: str) -> str:
+    """Copy both published aggregates of Spark database `schema` into temporary tables of
+    `conn`'s transaction; the schema to read them from (pg_temp)."""
+    from campaign_cubes.export import ExportFailed, reading_session, spark_frame
+
+    with reading_session() as session:
+        for table in (data.PROPOSITIONS_TABLE, data.EVENTS_TABLE):
+            try:
+                frame = spark_frame(schema, table, session)
+            except ExportFailed as problem:
+                raise ReportError(f"{problem}: build the aggregates first (orchestrate.py run)") from None
+            columns = sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(_postgres_type(table, name, kind)))
+                for name, kind in frame.dtypes
+            )
+            with conn.cursor() as cursor:
+                cursor.execute(sql.SQL("create temporary table {} ({})").format(sql.Identifier(table), columns))
+                execute_values(
+                    cursor,
+                    sql.SQL("insert into {} values %s").format(sql.Identifier(table)).as_string(cursor),
+                    [tuple(row) for row in frame.collect()],
+                )
+    return "pg_temp"
+
+
 def build_report(schema: str, out_dir: Path, date_from: date | None, date_to: date | None) -> Path:
     """Write the report of [date_from, date_to] (inclusive; None: the data's first/last day).
 
@@ -126,19 +182,22 @@ def build_report(schema: str, out_dir: Path, date_from: date | None, date_to: da
     """
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
+    on_spark = target_type() == "spark"
     with closing(psycopg2.connect()) as conn:
-        conn.set_session(isolation_level=ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+        # read-only where it can be: temporary tables need a writable transaction
+        conn.set_session(isolation_level=ISOLATION_LEVEL_REPEATABLE_READ, readonly=not on_spark)
         try:
-            data.check_published(conn, schema)
-            period: Period = data.resolve_period(conn, schema, date_from, date_to)
+            source = copy_from_spark(conn, schema) if on_spark else schema
+            data.check_published(conn, source)
+            period: Period = data.resolve_period(conn, source, date_from, date_to)
             before = _clear_charts(out_dir)
             ctx = Context(
-                conn=conn, schema=schema, period=period, out_dir=out_dir, error_statuses=data.error_statuses()
+                conn=conn, schema=source, period=period, out_dir=out_dir, error_statuses=data.error_statuses()
             )
             try:
-                page = render(ctx)
+                page = render(ctx, schema)
             finally:  # even a report that fails halfway lists what it drew, for the next one to remove
                 _record_charts(out_dir, before)
         finally:
-            conn.rollback()
+            conn.rollback()  # the temporary tables go with it
     return write_atomically(out_dir / "index.html", page)

@@ -75,7 +75,7 @@ normalized as (
         coalesce(wished_channel_code, -1)::smallint as channel_code,
         coalesce(event_status_code, -1)::smallint as status_code,
         -- blank means no type: spaces, tabs and line breaks alike
-        coalesce(nullif(btrim(event_type, e' \t\r\n'), ''), '(none)') as event_type,
+        coalesce(nullif(btrim(event_type, {{ blank_characters() }}), ''), '(none)') as event_type,
         created_at,
         processed_at
     from selected_events

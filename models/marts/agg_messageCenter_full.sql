@@ -33,8 +33,10 @@ aggregated as (
         -- exact (numeric) epoch arithmetic, so that results do not depend on the
         -- order in which parallel workers add them up; NULL unless both ends are
         -- finite and within the supported range
-        avg({{ seconds_between('created_at', 'processed_at') }})::double precision as avg_processing_seconds,
-        max({{ seconds_between('created_at', 'processed_at') }})::double precision as max_processing_seconds
+        {{ exact_average(seconds_between('created_at', 'processed_at')) }}::{{ sql_type('double precision') }}
+            as avg_processing_seconds,
+        max({{ seconds_between('created_at', 'processed_at') }})::{{ sql_type('double precision') }}
+            as max_processing_seconds
     from events
     group by
         event_date,
@@ -50,13 +52,16 @@ final as (
         aggregated.event_date,
         {{ date_levels('aggregated.event_date', 'event') }},
         aggregated.channel_code,
-        {{ code_label('channels.channel_code', 'channels.channel_label', 'aggregated.channel_code') }}::text
-            as channel_label,
+        {{ code_label(
+            'channels.channel_code', 'channels.channel_label', 'aggregated.channel_code'
+        ) }}::{{ sql_type('text') }} as channel_label,
         aggregated.status_code,
-        {{ code_label('event_statuses.status_code', 'event_statuses.status_name', 'aggregated.status_code') }}::text
-            as status_name,
-        {{ code_label('event_statuses.status_code', 'event_statuses.status_label', 'aggregated.status_code') }}::text
-            as status_label,
+        {{ code_label(
+            'event_statuses.status_code', 'event_statuses.status_name', 'aggregated.status_code'
+        ) }}::{{ sql_type('text') }} as status_name,
+        {{ code_label(
+            'event_statuses.status_code', 'event_statuses.status_label', 'aggregated.status_code'
+        ) }}::{{ sql_type('text') }} as status_label,
         aggregated.event_type,
         aggregated.events,
         aggregated.processed_events,

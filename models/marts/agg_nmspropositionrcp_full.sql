@@ -58,27 +58,28 @@ final as (
         aggregated.proposition_date,
         {{ date_levels('aggregated.proposition_date', 'proposition') }},
         aggregated.channel_code,
-        {{ code_label('channels.channel_code', 'channels.channel_label', 'aggregated.channel_code') }}::text
-            as channel_label,
+        {{ code_label(
+            'channels.channel_code', 'channels.channel_label', 'aggregated.channel_code'
+        ) }}::{{ sql_type('text') }} as channel_label,
         aggregated.delivery_id,
         {{ link_label(
             'deliveries.delivery_id', 'deliveries.delivery_label', 'aggregated.delivery_id', 'no delivery'
-        ) }}::text as delivery_label,
+        ) }}::{{ sql_type('text') }} as delivery_label,
         aggregated.offer_id,
-        {{ link_label('offers.offer_id', 'offers.offer_name', 'aggregated.offer_id', 'no offer') }}::text
-            as offer_name,
-        {{ link_label('offers.offer_id', 'offers.offer_label', 'aggregated.offer_id', 'no offer') }}::text
-            as offer_label,
+        {{ link_label(
+            'offers.offer_id', 'offers.offer_name', 'aggregated.offer_id', 'no offer'
+        ) }}::{{ sql_type('text') }} as offer_name,
+        {{ link_label(
+            'offers.offer_id', 'offers.offer_label', 'aggregated.offer_id', 'no offer'
+        ) }}::{{ sql_type('text') }} as offer_label,
         aggregated.propositions,
         aggregated.presented,
         aggregated.accepted,
         aggregated.rejected,
         aggregated.control_group,
-        -- trim_scale: the exact ratio without numeric division's 20 trailing digits
-        trim_scale(
-            aggregated.accepted::numeric
-            / nullif(aggregated.presented + aggregated.accepted + aggregated.rejected, 0)
-        ) as acceptance_rate,
+        {{ exact_ratio(
+            'aggregated.accepted', 'aggregated.presented + aggregated.accepted + aggregated.rejected'
+        ) }} as acceptance_rate,
         aggregated.recipients,
         aggregated.total_weight
     from aggregated

@@ -15,7 +15,7 @@
 {% test values_in_range(model, dates=[], durations=[], weights=[], read_when=none) %}
 
     {%- if read_when is not none and read_when != var('message_center_source') -%}
-        {{ return("select null::text as column_name, 0::bigint as source_rows where false") }}
+        {{ return("select null::" ~ sql_type('text') ~ " as column_name, 0::bigint as source_rows where false") }}
     {%- endif -%}
 
     {%- set checks = [] -%}

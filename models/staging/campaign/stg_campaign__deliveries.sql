@@ -10,8 +10,8 @@ renamed as (
 
     select
         ideliveryid::integer as delivery_id,
-        slabel::text as delivery_label,
-        sinternalname::text as delivery_internal_name,
+        slabel::{{ sql_type('text') }} as delivery_label,
+        sinternalname::{{ sql_type('text') }} as delivery_internal_name,
         imessagetype::smallint as message_type_code,
         {{ column_or_null(source('campaign', 'nmsdelivery'), 'tslastmodified', 'timestamptz') }} as last_modified_at
     from source

@@ -10,8 +10,8 @@ renamed as (
 
     select
         iofferspaceid::integer as offer_space_id,
-        sname::text as offer_space_name,
-        slabel::text as offer_space_label,
+        sname::{{ sql_type('text') }} as offer_space_name,
+        slabel::{{ sql_type('text') }} as offer_space_label,
         ichannel::smallint as channel_code,
         {{ column_or_null(source('campaign', 'nmsofferspace'), 'tslastmodified', 'timestamptz') }} as last_modified_at
     from source

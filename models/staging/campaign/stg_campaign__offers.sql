@@ -10,9 +10,9 @@ renamed as (
 
     select
         iofferid::integer as offer_id,
-        sname::text as offer_name,
-        slabel::text as offer_label,
-        scode::text as offer_code,
+        sname::{{ sql_type('text') }} as offer_name,
+        slabel::{{ sql_type('text') }} as offer_label,
+        scode::{{ sql_type('text') }} as offer_code,
         icategoryid::integer as category_id,
         istatus::smallint as offer_status_code,
         tsstart as valid_from,

@@ -3,11 +3,7 @@ with
 -- each key once: of a key held more than once, the latest copy
 source as (
 
-    {{ keep_latest_copy(
-        source('campaign', 'nmspropositionrcp'), ref('base_campaign__proposition_repeated_keys'),
-        campaign_fact_columns('nmspropositionrcp'), 'ipropositionid',
-        'fact.tslastmodified desc nulls last, fact.istatus desc nulls last, fact.tsevent desc nulls last'
-    ) }}
+    {{ latest_fact_rows(campaign_facts()['nmspropositionrcp'], ref('base_campaign__proposition_repeated_keys')) }}
 
 ),
 
@@ -23,7 +19,7 @@ renamed as (
         istatus::smallint as proposition_status_code,
         tsevent as proposed_at,
         tslastmodified as last_modified_at,
-        dweight::double precision as weight,
+        dweight::{{ sql_type('double precision') }} as weight,
         irank::smallint as offer_rank
     from source
     -- key 0 is Campaign's placeholder row, not a proposition

@@ -1,4 +1,1 @@
-{{ message_center_repeated_keys(
-    source('campaign', 'nmsbatchevent'), 'ibatcheventid',
-    needed=var('message_center_source') == 'execution'
-) }}
+{{ message_center_repeated_keys(campaign_facts()['nmsbatchevent']) }}

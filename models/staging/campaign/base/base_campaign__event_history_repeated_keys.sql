@@ -1,4 +1,1 @@
-{{ message_center_repeated_keys(
-    source('campaign', 'nmseventhisto'), 'bieventhistoid',
-    needed=var('message_center_source') == 'eventhisto'
-) }}
+{{ message_center_repeated_keys(campaign_facts()['nmseventhisto']) }}

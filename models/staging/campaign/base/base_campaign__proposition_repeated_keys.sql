@@ -1,1 +1,2 @@
-{{ repeated_keys(source('campaign', 'nmspropositionrcp'), 'ipropositionid') }}
+{%- set fact = campaign_facts()['nmspropositionrcp'] -%}
+{{ repeated_keys(source('campaign', fact.table), fact.key) }}

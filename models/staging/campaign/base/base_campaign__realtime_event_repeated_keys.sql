@@ -1,4 +1,1 @@
-{{ message_center_repeated_keys(
-    source('campaign', 'nmsrtevent'), 'irteventid',
-    needed=var('message_center_source') == 'execution'
-) }}
+{{ message_center_repeated_keys(campaign_facts()['nmsrtevent']) }}
