@@ -35,7 +35,7 @@ aggregated as (
         -- finite and within the supported range
         {{ exact_average(seconds_between('created_at', 'processed_at')) }}::{{ sql_type('double precision') }}
             as avg_processing_seconds,
-        max({{ seconds_between('created_at', 'processed_at') }})::{{ sql_type('double precision') }}
+        {{ max_seconds_between('created_at', 'processed_at') }}::{{ sql_type('double precision') }}
             as max_processing_seconds
     from events
     group by
