@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -64,6 +65,8 @@ from psycopg2.extensions import connection  # noqa: E402
 
 from campaign_cubes import localpg  # noqa: E402
 from campaign_cubes.demo import DemoRefused, DemoSize, load_demo, modified_shift  # noqa: E402
+from campaign_cubes.land import WORK_DIR as LAND_WORK_DIR  # noqa: E402
+from campaign_cubes.land import password_file  # noqa: E402
 
 FLOOR_SQL = Path(__file__).resolve().parent / "floor.sql"
 SEEDS = PROJECT_ROOT / "seeds"
@@ -77,6 +80,8 @@ AGGREGATES = {
 FLOAT_TOLERANCE = 1e-9  # relative; sums of doubles depend on the order of addition
 SAMPLE_SECONDS = 0.05
 BENCH_MARK = "campaign-cubes bench load"
+SPARK_DIR = "CAMPAIGN_CUBES_SPARK_DIR"  # the warehouse and metastore of the Spark target (profiles.yml)
+LAND_LOG = LAND_WORK_DIR / "logs" / "console.log"
 # Tables reloaded once their newest tslastmodified would be a day from the jobs' 3-day gate.
 STALE_MARGIN_SECONDS = 2 * 86400
 SERVER_SETTINGS = (
@@ -364,6 +369,7 @@ def _job_breakdown(job: str, source: str, wall: float | None) -> dict[str, float
         "model": 0.0,
         "tests": 0.0,
         "other": 0.0,
+        "opening": _before_first_node(payload),
     }
     for result in payload.get("results", []):
         kind, _, name = [*result["unique_id"].split("."), "", ""][:3]
@@ -377,19 +383,33 @@ def _job_breakdown(job: str, source: str, wall: float | None) -> dict[str, float
     return split
 
 
-def run_project(
-    source: str, published: str, timezone: str, log_file: Path, topology_env: dict[str, str] | None = None
-) -> ProjectRun:
-    dbt_vars = json.dumps({"campaign_schema": source, "reporting_timezone": timezone})
-    env = {**os.environ, "CAMPAIGN_CUBES_SCHEMA": published, **(topology_env or {})}
+def _before_first_node(payload: dict[str, object]) -> float:
+    """Seconds of dbt's elapsed time before its first node started: the connection (on Spark,
+    the JVM and its metastore start then). run_results.json is written when the run ends."""
+    results, metadata = payload.get("results"), payload.get("metadata")
+    starts = [
+        timing["started_at"]
+        for result in (results if isinstance(results, list) else [])
+        for timing in result.get("timing", [])
+        if timing.get("started_at")
+    ]
+    if not starts or not isinstance(metadata, dict) or not metadata.get("generated_at"):
+        return 0.0
+    ended, first = datetime.fromisoformat(metadata["generated_at"]), datetime.fromisoformat(min(starts))
+    return max(0.0, float(payload.get("elapsed_time") or 0.0) - (ended - first).total_seconds())  # type: ignore[arg-type]
+
+
+def run_orchestrate(command: list[str], env: dict[str, str], log_file: Path) -> tuple[float, int, str]:
+    """`orchestrate.py <command>` timed end to end: (seconds, peak KiB of its process tree, its output).
+    Its output is appended to `log_file`; BenchFailure unless it exits 0."""
     output = log_file.with_suffix(".last")
     with output.open("wb") as sink:
         started = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, str(ORCHESTRATE), "run", "--vars", dbt_vars],
+            [sys.executable, str(ORCHESTRATE), *command],
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**os.environ, **env},
             cwd=PROJECT_ROOT,
         )
         sampler = PeakMemory(process.pid)
@@ -398,13 +418,23 @@ def run_project(
         seconds = time.monotonic() - started
         peak = sampler.stop()
     text = output.read_text(errors="replace")
+    settings = " ".join(f"{name}={value}" for name, value in env.items())
     with log_file.open("a") as log:
-        log.write(
-            f"\n=== orchestrate.py run --vars {dbt_vars} (CAMPAIGN_CUBES_SCHEMA={published}):"
-            f" exit {code} in {seconds:.1f} s\n{text}"
-        )
+        log.write(f"\n=== orchestrate.py {' '.join(command)} ({settings}): exit {code} in {seconds:.1f} s\n{text}")
     if code != 0:
-        raise BenchFailure(f"orchestrate.py run exited {code}; its output is in {log_file}")
+        verb = command[-3]  # every command ends with --vars <JSON>
+        raise BenchFailure(f"orchestrate.py {verb} exited {code}; its output is in {log_file}")
+    return seconds, peak, text
+
+
+def run_project(
+    source: str, published: str, timezone: str, log_file: Path, topology_env: dict[str, str] | None = None
+) -> ProjectRun:
+    """`orchestrate.py run` of both jobs; on Spark when `topology_env` names CAMPAIGN_CUBES_SPARK_DIR."""
+    dbt_vars = json.dumps({"campaign_schema": source, "reporting_timezone": timezone})
+    env = {"CAMPAIGN_CUBES_SCHEMA": published, **(topology_env or {})}
+    target = ["--target", "spark"] if SPARK_DIR in env else []
+    seconds, peak, text = run_orchestrate([*target, "run", "--vars", dbt_vars], env, log_file)
     walls = {
         job: float(m.group(1))
         for job in JOBS
@@ -443,6 +473,95 @@ def fdw_env(conn: connection, analytics: str) -> dict[str, str]:
     if os.environ.get("PGPASSWORD"):
         env["CAMPAIGN_SOURCE_PASSWORD"] = os.environ["PGPASSWORD"]
     return env
+
+
+# --- the Spark target (--target spark) -------------------------------------------------
+
+
+@dataclass
+class Landing:
+    seconds: float
+    rows: int  # of all the Campaign tables landed
+    tables: list[tuple[str, int, int, float]]  # per table: rows, JDBC partitions, seconds of its copy
+
+
+def spark_env(spark_dir: Path, size: int) -> dict[str, str]:
+    """A warehouse and Derby metastore of this size's own, emptied first: nothing is published
+    before the first run, and no other JVM holds this metastore (Derby admits one at a time)."""
+    folder = spark_dir / str(size)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return {SPARK_DIR: str(folder)}
+
+
+def land_on_spark(source: str, env: dict[str, str], log_file: Path) -> Landing:
+    """`orchestrate.py --target spark land` of `source` into the Spark database of the same name."""
+    dbt_vars = json.dumps({"campaign_schema": source})
+    seconds, _, text = run_orchestrate(["--target", "spark", "land", "--vars", dbt_vars], env, log_file)
+    partitions = {table: int(count) for table, count in re.findall(r"land: (\w+): \d+ rows, (\d+) partitions", text)}
+    # macros/land.sql logs each copy's rows and seconds in dbt's console log
+    copies = re.findall(r"land: \w+\.(\w+): (\d+) rows in ([0-9.]+) s", LAND_LOG.read_text(errors="replace"))
+    tables = [(table, int(rows), partitions.get(table, 1), float(taken)) for table, rows, taken in copies]
+    return Landing(seconds, sum(rows for _, rows, _, _ in tables), tables)
+
+
+def landing_lines(size: int, landing: Landing) -> list[str]:
+    copies = sum(taken for _, _, _, taken in landing.tables)
+    return [
+        f"# {fmt_size(size)}: landed {landing.rows:,} rows in {landing.seconds:.1f} s"
+        f" ({landing.rows / landing.seconds:,.0f} rows/s): the copies {copies:.1f} s, JVM, dbt and catalog"
+        f" {landing.seconds - copies:.1f} s"
+    ] + [
+        f"#   {fmt_size(size)} {table}: {rows:,} rows in {taken:.1f} s on {parts} JDBC partition(s),"
+        f" {rows / taken / min(parts, os.cpu_count() or 1):,.0f} rows/s per partition running"
+        for table, rows, parts, taken in landing.tables
+        if rows >= 100_000
+    ]
+
+
+def copy_from_spark(published: str, target: str) -> None:
+    """Spark's published aggregates appended to the PostgreSQL tables `target`.<name>, which
+    hold the floor's columns (run in a process of its own: bench/run.py starts no JVM)."""
+    from campaign_cubes.export import spark_frame, spark_session
+    from campaign_cubes.land import jdbc_url
+
+    with psycopg2.connect() as conn:
+        url, user = jdbc_url(conn), conn.info.user
+        columns = {table: [name for name, _ in _columns(conn, target, table)] for table in AGGREGATES}
+    session = spark_session("spark")
+    try:
+        for table, names in columns.items():
+            frame = spark_frame(published, table, session)
+            if frame.columns != names:
+                raise SystemExit(f"{published}.{table}: columns {frame.columns} on Spark, {names} in the floor")
+            properties = {"user": user, "driver": "org.postgresql.Driver"}
+            frame.write.jdbc(f"{url}?reWriteBatchedInserts=true", f"{target}.{table}", "append", properties)
+    finally:
+        session.stop()
+
+
+def spark_copy(conn: connection, published: str, floor_schema: str, target: str, env: dict[str, str]) -> None:
+    """`target` recreated with empty tables shaped as the floor's, then filled from Spark."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(target)))
+        cur.execute(sql.SQL("create schema {}").format(sql.Identifier(target)))
+        for table in AGGREGATES:
+            cur.execute(
+                sql.SQL("create table {} (like {})").format(
+                    sql.Identifier(target, table), sql.Identifier(floor_schema, table)
+                )
+            )
+    code = "import sys; from bench.run import copy_from_spark; copy_from_spark(*sys.argv[1:])"
+    with password_file(conn) as password_env:
+        done = subprocess.run(
+            [sys.executable, "-c", code, published, target],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env, **password_env},
+            cwd=PROJECT_ROOT,
+        )
+    if done.returncode != 0:
+        raise BenchFailure(f"Spark's aggregates could not be read: {(done.stderr.strip() or '?').splitlines()[-1]}")
 
 
 # --- the comparison ---------------------------------------------------------------
@@ -522,6 +641,7 @@ class SizeResult:
     first: ProjectRun
     floors: list[list[float]]  # per run: seconds of each floor statement (propositions, events)
     steadies: list[ProjectRun]
+    landing: Landing | None = None  # on Spark: the copy of the Campaign tables
 
     @property
     def floor(self) -> float:
@@ -571,9 +691,11 @@ def fmt_size(size: int) -> str:
 
 
 def table_lines(results: list[SizeResult]) -> list[str]:
+    spark = any(r.landing for r in results)
     header = (
         f"{'size':>6} {'fact rows':>11} {'floor s':>8} {'project s':>10} {'ratio':>6} "
         f"{'rows/s':>9} {'peak MiB':>9} {'first s':>8} {'ratio1':>6}"
+        + (f" {'land s':>8} {'land rows/s':>11} {'ratioL':>6}" if spark else "")
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -582,6 +704,12 @@ def table_lines(results: list[SizeResult]) -> list[str]:
             f"{r.fact_rows / r.steady.seconds:>9,.0f} "
             f"{max(run.peak_kib for run in [r.first, *r.steadies]) / 1024:>9.0f} "
             f"{r.first.seconds:>8.2f} {r.first.seconds / r.floor:>6.2f}"
+            + (
+                f" {r.landing.seconds:>8.2f} {r.landing.rows / r.landing.seconds:>11,.0f}"
+                f" {r.landing.seconds / r.floor:>6.2f}"
+                if r.landing
+                else ""
+            )
         )
     return lines
 
@@ -599,8 +727,14 @@ def breakdown_lines(result: SizeResult) -> list[str]:
             continue
         lines.append(
             f"#   {fmt_size(result.size)} {job}: {split['wall']:.1f} s = dbt start-up"
-            f" {split['wall'] - split['dbt_elapsed']:.1f} + dbt nodes {split['dbt_elapsed']:.1f}"
-            f" (node times on 2 threads: aggregate + audit + publish {split['model']:.1f},"
+            f" {split['wall'] - split['dbt_elapsed']:.1f}"
+            + (
+                f" + JVM and metastore start {split['opening']:.1f}"
+                f" + dbt nodes {split['dbt_elapsed'] - split['opening']:.1f}"
+                if result.landing
+                else f" + dbt nodes {split['dbt_elapsed']:.1f}"
+            )
+            + f" (node times on 2 threads: aggregate + audit + publish {split['model']:.1f},"
             f" tests {split['tests']:.1f}, seeds/views/hooks {split['other']:.1f})"
         )
     walls = sum(split.get("wall", 0.0) for split in run.jobs.values())
@@ -651,12 +785,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="schemas used: <prefix>_campaign_<N>, <prefix>_cubes(_staging, _audit), <prefix>_floor (default: bench)",
     )
     parser.add_argument(
+        "--source-prefix",
+        help="the Campaign tables in <source-prefix>_campaign_<N> instead (e.g. another prefix's load, reused"
+        " while fresh; loaded there otherwise)",
+    )
+    parser.add_argument(
         "--topology",
         choices=("in-database", "fdw"),
         default="in-database",
         help="in-database: the cubes in the Campaign tables' database (default); fdw: in a separate database "
         "<prefix>_analytics on the same server, reading the tables through postgres_fdw (CAMPAIGN_SOURCE_DSN); "
         "the floor then reads the same linked tables",
+    )
+    parser.add_argument(
+        "--target",
+        choices=("postgres", "spark"),
+        default="postgres",
+        help="where the cubes are built: postgres (default), or spark (docs/spark.md): the Campaign tables are"
+        " landed (timed), both jobs run with orchestrate.py --target spark, Spark's aggregates are copied into"
+        " <prefix>_spark to be compared with the floor's",
+    )
+    parser.add_argument(
+        "--spark-dir",
+        type=Path,
+        default=PROJECT_ROOT / "target" / "bench" / "spark",
+        help="with --target spark: <dir>/<N> holds the warehouse and metastore of size N, emptied first"
+        " (default: target/bench/spark)",
     )
     parser.add_argument(
         "--log",
@@ -673,6 +827,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="# %(asctime)s %(message)s", stream=sys.stderr)
     if args.repeat < 1:
         print("bench: --repeat must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.target == "spark" and args.topology != "in-database":
+        print("bench: --topology is PostgreSQL's; Spark lands the Campaign tables", file=sys.stderr)
         return EXIT_USAGE
     try:
         os.environ.update(localpg.connection_env())
@@ -693,10 +850,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.log.write_text("")
     for line in server_header(conn):
         print(line, flush=True)
-    print(
-        f"# topology: {args.topology}" + (f" (cubes in database {topology_env['PGDATABASE']})" if topology_env else ""),
-        flush=True,
-    )
+    if args.target == "spark":
+        print(f"# target: spark (warehouses and metastores in {args.spark_dir}/<N>)", flush=True)
+    else:
+        print(
+            f"# topology: {args.topology}"
+            + (f" (cubes in database {topology_env['PGDATABASE']})" if topology_env else ""),
+            flush=True,
+        )
     print(
         f"# size N = N propositions + N events (nmseventhisto); best of {args.repeat} for floor and project;"
         f" orchestrate.py output in {args.log}",
@@ -705,7 +866,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[SizeResult] = []
     try:
         for size in sorted(set(args.sizes)):
-            source = source_schema(args.schema_prefix, size, args.primary_keys)
+            source = source_schema(args.source_prefix or args.schema_prefix, size, args.primary_keys)
             counts, load_seconds = ensure_loaded(conn, source, size, args.seed, args.reload, args.primary_keys)
             print(
                 f"# {fmt_size(size)}: {source}: "
@@ -713,10 +874,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + (f" (generated in {load_seconds:.1f} s)" if load_seconds is not None else " (reused)"),
                 flush=True,
             )
+            landing = None
+            if args.target == "spark":
+                topology_env = spark_env(args.spark_dir, size)
+                landing = land_on_spark(source, topology_env, args.log)
+                for line in landing_lines(size, landing):
+                    print(line, flush=True)
             drop_project_schemas(work, published)
             first = run_project(source, published, args.timezone, args.log, topology_env)
             # with fdw the floor reads the tables the first run linked, as the project does
-            floor_source = f"{published}_campaign" if topology_env else source
+            floor_source = f"{published}_campaign" if args.topology == "fdw" else source
             statements = floor_statements(work, floor_source, floor_schema, args.timezone)
             floors: list[list[float]] = []
             steadies: list[ProjectRun] = []
@@ -730,12 +897,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ", ".join(f"{run.seconds:.1f} s ({run.peak_kib / 1024:.0f} MiB)" for run in steadies),
                 flush=True,
             )
-            problems = compare(work, floor_schema, published)
+            compared = published
+            if landing is not None and topology_env is not None:
+                compared = f"{args.schema_prefix}_spark"
+                spark_copy(work, published, floor_schema, compared, topology_env)
+            problems = compare(work, floor_schema, compared)
             if problems:
                 raise BenchFailure(
                     "the floor and the project disagree at " + fmt_size(size) + ":\n  " + "\n  ".join(problems)
                 )
-            result = SizeResult(size, sum(counts.values()), load_seconds, first, floors, steadies)
+            result = SizeResult(size, sum(counts.values()), load_seconds, first, floors, steadies, landing)
             results.append(result)
             for line in breakdown_lines(result):
                 print(line, flush=True)
@@ -754,6 +925,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "# floor/project: seconds (best); ratio = project / floor; rows/s = fact rows / project seconds;"
         " peak MiB = orchestrate.py + dbt RSS; first = first run (nothing published yet)"
+        + (
+            "; land = orchestrate.py --target spark land, rows/s of all the tables landed"
+            if args.target == "spark"
+            else ""
+        )
     )
     for line in table_lines(results):
         print(line)

@@ -162,3 +162,22 @@ def test_sizes_are_parsed() -> None:
         bench.parse_sizes("ten")
     with pytest.raises(SystemExit):
         bench.build_parser().parse_args(["--sizes", "0"])
+
+
+def test_the_time_before_the_first_node_is_the_connection() -> None:
+    # as dbt writes run_results.json: written when the run ends, each node's timings
+    payload = {
+        "elapsed_time": 30.0,
+        "metadata": {"generated_at": "2026-12-01T10:00:30.000000Z"},
+        "results": [
+            {"timing": [{"name": "compile", "started_at": "2026-12-01T10:00:22.500000Z"}]},
+            {"timing": [{"name": "compile", "started_at": "2026-12-01T10:00:25.000000Z"}]},
+        ],
+    }
+    assert bench._before_first_node(payload) == pytest.approx(22.5)
+    assert bench._before_first_node({"elapsed_time": 30.0, "results": []}) == 0.0
+
+
+def test_spark_takes_no_topology(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--target", "spark", "--topology", "fdw"]) == bench.EXIT_USAGE
+    assert "--topology is PostgreSQL's" in capsys.readouterr().err
