@@ -23,6 +23,15 @@ events), on the same server and in one run:
 It prints the server settings that matter, one table row per size, and last a
 line ``ratio_vs_floor=<x.xx>``: steady run / floor at the largest size.
 
+With ``--target spark`` (docs/spark.md) the same steps run on Spark, in a warehouse
+and metastore of each size's own (``--spark-dir``/<N>, emptied first): before step 2,
+``orchestrate.py --target spark land`` is timed (the copy of every Campaign table,
+with each table's seconds and JDBC partitions); steps 2 and 4 are
+``orchestrate.py --target spark run`` (their dbt start-up, the JVM's and metastore's
+start, then dbt's nodes); for step 6 Spark's published aggregates are first copied
+into PostgreSQL tables shaped as the floor's (``<prefix>_spark``, through Spark's
+JDBC writer, in a process of its own) and compared there. The floor stays PostgreSQL's.
+
 The orchestrator's peak memory is the largest sum of the resident sizes of
 orchestrate.py and all its descendants (dbt), sampled every 50 ms from /proc.
 PostgreSQL's own memory is the server's, not the orchestrator's, and is not in it.
@@ -32,6 +41,7 @@ Usage:
     .venv/bin/python bench/run.py --sizes 1000000        # one size
     .venv/bin/python bench/run.py --sizes 100000000      # 100 M (about 35 GB of tables, plus sort files)
     .venv/bin/python bench/run.py --sizes 10000000 --primary-keys   # keyed as Campaign keys its tables
+    .venv/bin/python bench/run.py --sizes 1000000 --target spark --repeat 1      # on Spark (local[2])
 
 Without PGHOST it runs against the project-local server (started if needed).
 Exit codes: 0 done, the floor agrees; 1 the floor and the project disagree or the
