@@ -519,7 +519,7 @@ def landing_lines(size: int, landing: Landing) -> list[str]:
     copies = sum(taken for _, _, _, taken in landing.tables)
     return [
         f"# {fmt_size(size)}: landed {landing.rows:,} rows in {landing.seconds:.1f} s"
-        f" ({landing.rows / landing.seconds:,.0f} rows/s): the copies {copies:.1f} s, JVM, dbt and catalog"
+        f" ({landing.rows / landing.seconds:,.0f} rows/s): the copies {copies:.1f} s, start-up and description"
         f" {landing.seconds - copies:.1f} s"
     ] + [
         f"#   {fmt_size(size)} {table}: {rows:,} rows in {taken:.1f} s on {parts} JDBC partition(s),"
