@@ -100,7 +100,8 @@ def spark_settings(target_name: str | None = None) -> dict[str, str]:
     profile = yaml.safe_load((profiles_dir() / "profiles.yml").read_text())["campaign_cubes"]
     target = profile["outputs"][target_name or os.environ.get("DBT_TARGET") or profile["target"]]
     if rendered(target.get("method")) != "session":
-        raise ExportFailed(f"export reads Spark in session mode; this target's method is {target.get('method')}")
+        method = target.get("method")
+        raise ExportFailed(f"export and report read Spark in session mode only; this target's method is {method}")
     return {str(key): rendered(value) for key, value in (target.get("server_side_parameters") or {}).items()}
 
 
@@ -135,18 +136,17 @@ def spark_frame(schema: str, table: str, session: Any) -> Any:
     try:
         return session.table(f"`{schema}`.`{table}`")
     except AnalysisException as problem:
-        raise ExportFailed(f"{schema}.{table}: {str(problem).splitlines()[0]}") from None
+        first_line = str(problem).splitlines()[0]
+        raise ExportFailed(f"{schema}.{table}: {first_line}: build the aggregates first (orchestrate.py run)") from None
 
 
 def spark_rows(schema: str, table: str, session: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The rows of `schema`.`table` read in `session`, or in a session of their own."""
-    spark = session or spark_session()
-    try:
-        frame = spark_frame(schema, table, spark)
-        return list(frame.columns), [tuple(row) for row in frame.collect()]
-    finally:
-        if session is None:
-            spark.stop()
+    """The rows of `schema`.`table` read in `session`, else in this process's reading session."""
+    if session is None:
+        with reading_session() as spark:
+            return spark_rows(schema, table, spark)
+    frame = spark_frame(schema, table, session)
+    return list(frame.columns), [tuple(row) for row in frame.collect()]
 
 
 def export(aggregate: str, out: Path, schema: str) -> int:

@@ -26,6 +26,7 @@ import re
 from contextlib import closing
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
@@ -154,24 +155,28 @@ def copy_from_spark(conn: connection, schema: str) -> str:
     `conn`'s transaction; the schema to read them from (pg_temp)."""
     from campaign_cubes.export import ExportFailed, reading_session, spark_frame
 
-    with reading_session() as session:
-        for table in (data.PROPOSITIONS_TABLE, data.EVENTS_TABLE):
-            try:
-                frame = spark_frame(schema, table, session)
-            except ExportFailed as problem:
-                raise ReportError(f"{problem}: build the aggregates first (orchestrate.py run)") from None
-            columns = sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(_postgres_type(table, name, kind)))
-                for name, kind in frame.dtypes
-            )
-            with conn.cursor() as cursor:
-                cursor.execute(sql.SQL("create temporary table {} ({})").format(sql.Identifier(table), columns))
-                execute_values(
-                    cursor,
-                    sql.SQL("insert into {} values %s").format(sql.Identifier(table)).as_string(cursor),
-                    [tuple(row) for row in frame.collect()],
-                )
+    try:
+        with reading_session() as session:
+            for table in (data.PROPOSITIONS_TABLE, data.EVENTS_TABLE):
+                _copy_frame(conn, table, spark_frame(schema, table, session))
+    except ExportFailed as problem:
+        raise ReportError(str(problem)) from None
     return "pg_temp"
+
+
+def _copy_frame(conn: connection, table: str, frame: Any) -> None:
+    """Copy Spark DataFrame `frame` into a temporary table `table` of `conn`'s transaction."""
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(_postgres_type(table, name, kind)))
+        for name, kind in frame.dtypes
+    )
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL("create temporary table {} ({})").format(sql.Identifier(table), columns))
+        execute_values(
+            cursor,
+            sql.SQL("insert into {} values %s").format(sql.Identifier(table)).as_string(cursor),
+            [tuple(row) for row in frame.collect()],
+        )
 
 
 def build_report(schema: str, out_dir: Path, date_from: date | None, date_to: date | None) -> Path:

@@ -312,6 +312,19 @@ def test_bad_input_is_a_clear_error(default_build: CubesBuild, tmp_path: Path) -
         build_report("cubes_test_nothing_here", tmp_path, None, None)
 
 
+def test_a_spark_target_not_in_session_mode_is_a_clear_error(
+    pg_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report reads Spark in session mode only; on a Thrift target it says so in one line."""
+    (tmp_path / "profiles.yml").write_text(
+        "campaign_cubes:\n  target: cluster\n  outputs:\n    cluster:\n"
+        "      type: spark\n      method: thrift\n      host: localhost\n      schema: cubes\n"
+    )
+    monkeypatch.setenv("DBT_PROFILES_DIR", str(tmp_path))
+    with pytest.raises(ReportError, match="read Spark in session mode only; this target's method is thrift"):
+        build_report("cubes", tmp_path / "out", None, None)
+
+
 def test_buckets_follow_the_aggregates_date_levels() -> None:
     assert data.bucket_for(92) == "day" and data.bucket_for(93) == "week" and data.bucket_for(400) == "month"
     week = data.Period(date(2026, 3, 4), date(2026, 3, 20), "week")
