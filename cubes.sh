@@ -32,7 +32,7 @@ ensure_postgresql() {
 
 # The Spark path (docs/spark.md) and its tests: a Java runtime for pyspark and the
 # PostgreSQL JDBC driver for `orchestrate.py --target spark land`, from Debian's
-# packages when missing (the Python side is in requirements.lock).
+# packages when missing (the Python side is in requirements-dev.lock).
 ensure_spark_runtime() {
     if command -v java >/dev/null && [ -f /usr/share/java/postgresql.jar ]; then
         return
@@ -47,31 +47,34 @@ ensure_spark_runtime() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless libpostgresql-jdbc-java >/dev/null
 }
 
-# The project's virtualenv: the locked packages (requirements.lock, generated from
-# pyproject.toml with pip-compile), then the project itself, editable, so that the
-# `campaign-cubes` command exists too. Reinstalled when the lock changes.
+# The project's virtualenv: the locked packages of $1, then the project itself,
+# editable, so that the `campaign-cubes` command exists too. requirements.lock
+# holds what the jobs and the report need; requirements-dev.lock adds the tests,
+# the linters and the Spark target (both generated from pyproject.toml with
+# pip-compile, the first constrained by the second). Reinstalled when the lock changes.
 ensure_virtualenv() {
+    local lock="$1"
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
-    if ! cmp -s requirements.lock .venv/requirements.installed; then
-        echo "cubes.sh: installing Python packages (requirements.lock)"
-        .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
+    if ! cmp -s "$lock" ".venv/$lock.installed"; then
+        echo "cubes.sh: installing Python packages ($lock)"
+        .venv/bin/pip install --quiet --disable-pip-version-check -r "$lock"
         .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
-        cp requirements.lock .venv/requirements.installed
+        cp "$lock" ".venv/$lock.installed"
     fi
 }
 
 setup() {
     ensure_postgresql
-    ensure_virtualenv
+    ensure_virtualenv "${1:-requirements.lock}"
     [ -f profiles.yml ] || cp profiles.yml.example profiles.yml
     export DBT_SEND_ANONYMOUS_USAGE_STATS=false
 }
 
 case "${1:-}" in
     demo) setup; exec .venv/bin/python orchestrate.py demo "${@:2}" ;;
-    test) setup; ensure_spark_runtime; exec .venv/bin/python -m pytest "${@:2}" ;;
+    test) setup requirements-dev.lock; ensure_spark_runtime; exec .venv/bin/python -m pytest "${@:2}" ;;
     setup) setup ;;
     *)
         echo "usage: ./cubes.sh demo|test|setup [arguments]" >&2

@@ -3,6 +3,7 @@ ruff (ruff.toml) and mypy (mypy.ini, strict) over the Python. .pre-commit-config
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,14 @@ def test_python_type_checks() -> None:
     # mypy.ini names the files (orchestrate.py, campaign_cubes) and the strict mode
     done = run_tool("mypy", "--cache-dir", "/dev/null")
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+
+
+def test_both_locks_pin_the_same_versions() -> None:
+    """requirements.lock (the demo's) is requirements-dev.lock (the tests') without the dev tools:
+    every package it pins, at the version the tests ran with."""
+    pins = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)", re.MULTILINE)
+    runtime = dict(pins.findall((ROOT / "requirements.lock").read_text()))
+    dev = dict(pins.findall((ROOT / "requirements-dev.lock").read_text()))
+    assert {"dbt-core", "dbt-postgres", "croniter", "matplotlib"} <= runtime.keys()
+    assert not {"pytest", "pyspark", "sqlfluff"} & runtime.keys()
+    assert {name: version for name, version in runtime.items() if dev.get(name) != version} == {}
