@@ -20,8 +20,11 @@ events), on the same server and in one run:
    both ways on every column; double precision columns within a relative 1e-9):
    a difference fails the benchmark (exit 1), as the floor would not be a floor.
 
-It prints the server settings that matter, one table row per size, and last a
-line ``ratio_vs_floor=<x.xx>``: steady run / floor at the largest size.
+It prints the server settings that matter, one table row per size, the CPU seconds
+each side cost (the server's, read from /proc, and for the project those of
+orchestrate.py and dbt too: far less moved by other work than wall seconds), a line
+``cpu_ratio_vs_floor=<x.xx>`` and last a line ``ratio_vs_floor=<x.xx>``: steady run
+/ floor at the largest size.
 
 With ``--target spark`` (docs/spark.md) the same steps run on Spark, in a warehouse
 and metastore of each size's own (``--spark-dir``/<N>, emptied first): before step 2,
@@ -56,6 +59,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -167,6 +171,52 @@ class PeakMemory(threading.Thread):
         self._stop_event.set()
         self.join()
         return self.peak_kib
+
+
+# --- CPU time of the server and of orchestrate.py's processes ----------------------
+# Wall seconds on a shared machine move with other work; the CPU seconds a run costs
+# move far less, so the benchmark prints both.
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int, reaped: bool = False) -> int:
+    """User + system ticks of `pid`; with `reaped`, of the children it has waited for too."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rpartition(")")[2].split()  # fields[0] is stat's field 3
+    except OSError:
+        return 0  # the process ended meanwhile
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])  # stat's fields 14 - 17
+    return utime + stime + (cutime + cstime if reaped else 0)
+
+
+def server_pid(conn: connection) -> int | None:
+    """The server's main process, when it runs on this machine and its pid file can be read."""
+    with conn.cursor() as cur:
+        cur.execute("select current_setting('data_directory', true), current_setting('port')")
+        data_dir, port = cur.fetchone()  # type: ignore[misc]
+    try:
+        lines = Path(data_dir or "", "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return None  # another machine's server, or a login that may not read the setting
+    # the pid file names the port: a file of another cluster at the same path is not this server
+    return pid if len(lines) > 3 and lines[3].strip() == port and Path(f"/proc/{pid}").exists() else None
+
+
+def server_cpu_seconds(pid: int | None) -> float:
+    """CPU seconds the server has used so far: its main process, every process it has
+    reaped (backends, parallel workers) and those still running; NaN when unknown."""
+    if pid is None:
+        return float("nan")
+    return (_cpu_ticks(pid, reaped=True) + sum(_cpu_ticks(child) for child in _children(pid))) / CLOCK_TICKS
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's waited-for children and their own (orchestrate.py and dbt)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- the data ------------------------------------------------------------------
@@ -360,6 +410,12 @@ class ProjectRun:
     seconds: float
     peak_kib: int
     jobs: dict[str, dict[str, float]] = field(default_factory=dict)
+    server_cpu: float = float("nan")  # CPU seconds of the PostgreSQL server during the run
+    client_cpu: float = float("nan")  # of orchestrate.py and its processes (dbt; on Spark, the JVM)
+
+    @property
+    def cpu(self) -> float:
+        return self.server_cpu + self.client_cpu
 
 
 def _job_breakdown(job: str, source: str, wall: float | None) -> dict[str, float]:
@@ -438,13 +494,21 @@ def run_orchestrate(command: list[str], env: dict[str, str], log_file: Path) -> 
 
 
 def run_project(
-    source: str, published: str, timezone: str, log_file: Path, topology_env: dict[str, str] | None = None
+    source: str,
+    published: str,
+    timezone: str,
+    log_file: Path,
+    topology_env: dict[str, str] | None = None,
+    server: int | None = None,
 ) -> ProjectRun:
-    """`orchestrate.py run` of both jobs; on Spark when `topology_env` names CAMPAIGN_CUBES_SPARK_DIR."""
+    """`orchestrate.py run` of both jobs; on Spark when `topology_env` names CAMPAIGN_CUBES_SPARK_DIR.
+    `server`: the PostgreSQL server's pid, whose CPU time the run is charged."""
     dbt_vars = json.dumps({"campaign_schema": source, "reporting_timezone": timezone})
     env = {"CAMPAIGN_CUBES_SCHEMA": published, **(topology_env or {})}
     target = ["--target", "spark"] if SPARK_DIR in env else []
+    server_before, client_before = server_cpu_seconds(server), children_cpu_seconds()
     seconds, peak, text = run_orchestrate([*target, "run", "--vars", dbt_vars], env, log_file)
+    server_cpu, client_cpu = server_cpu_seconds(server) - server_before, children_cpu_seconds() - client_before
     walls = {
         job: float(m.group(1))
         for job in JOBS
@@ -452,7 +516,11 @@ def run_project(
         if m
     }
     return ProjectRun(
-        seconds=seconds, peak_kib=peak, jobs={job: _job_breakdown(job, source, walls.get(job)) for job in JOBS}
+        seconds=seconds,
+        peak_kib=peak,
+        jobs={job: _job_breakdown(job, source, walls.get(job)) for job in JOBS},
+        server_cpu=server_cpu,
+        client_cpu=client_cpu,
     )
 
 
@@ -652,6 +720,13 @@ class SizeResult:
     floors: list[list[float]]  # per run: seconds of each floor statement (propositions, events)
     steadies: list[ProjectRun]
     landing: Landing | None = None  # on Spark: the copy of the Campaign tables
+    floor_cpus: list[float] = field(default_factory=list)  # per run: the server's CPU seconds
+
+    @property
+    def cpu_ratio(self) -> float:
+        """CPU seconds of the least costly steady run / of the least costly floor (NaN: unknown)."""
+        floor = min(self.floor_cpus, default=float("nan"))
+        return min(run.cpu for run in self.steadies) / floor if floor > 0 else float("nan")
 
     @property
     def floor(self) -> float:
@@ -752,6 +827,15 @@ def breakdown_lines(result: SizeResult) -> list[str]:
         f"#   {fmt_size(result.size)} orchestrate.py itself (start-up, locks, history): {run.seconds - walls:.1f} s"
     )
     return lines
+
+
+def cpu_line(result: SizeResult) -> str:
+    steady = min(result.steadies, key=lambda run: run.cpu)
+    return (
+        f"#   {fmt_size(result.size)} CPU seconds (less costly runs): floor {min(result.floor_cpus):.1f} (server);"
+        f" steady run {steady.cpu:.1f} = server {steady.server_cpu:.1f} + orchestrate.py and dbt"
+        f" {steady.client_cpu:.1f}; first run {result.first.cpu:.1f}; cpu ratio {result.cpu_ratio:.2f}"
+    )
 
 
 # --- main ---------------------------------------------------------------------------
@@ -860,6 +944,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.log.write_text("")
     for line in server_header(conn):
         print(line, flush=True)
+    server = server_pid(conn)
+    if server is None:
+        print("# CPU seconds: the server's are not readable from here (another machine?): shown as nan", flush=True)
     if args.target == "spark":
         print(f"# target: spark (warehouses and metastores in {args.spark_dir}/<N>)", flush=True)
     else:
@@ -891,15 +978,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for line in landing_lines(size, landing):
                     print(line, flush=True)
             drop_project_schemas(work, published)
-            first = run_project(source, published, args.timezone, args.log, topology_env)
+            first = run_project(source, published, args.timezone, args.log, topology_env, server)
             # with fdw the floor reads the tables the first run linked, as the project does
             floor_source = f"{published}_campaign" if args.topology == "fdw" else source
             statements = floor_statements(work, floor_source, floor_schema, args.timezone)
             floors: list[list[float]] = []
+            floor_cpus: list[float] = []
             steadies: list[ProjectRun] = []
             for _ in range(args.repeat):
+                before = server_cpu_seconds(server)
                 floors.append(run_floor(work, statements, floor_schema))
-                steadies.append(run_project(source, published, args.timezone, args.log, topology_env))
+                floor_cpus.append(server_cpu_seconds(server) - before)
+                steadies.append(run_project(source, published, args.timezone, args.log, topology_env, server))
             print(
                 f"# {fmt_size(size)}: first run {first.seconds:.1f} s ({first.peak_kib / 1024:.0f} MiB); floor "
                 + ", ".join(f"{sum(run):.1f} ({' + '.join(f'{s:.1f}' for s in run)})" for run in floors)
@@ -916,9 +1006,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise BenchFailure(
                     "the floor and the project disagree at " + fmt_size(size) + ":\n  " + "\n  ".join(problems)
                 )
-            result = SizeResult(size, sum(counts.values()), load_seconds, first, floors, steadies, landing)
+            result = SizeResult(size, sum(counts.values()), load_seconds, first, floors, steadies, landing, floor_cpus)
             results.append(result)
-            for line in breakdown_lines(result):
+            for line in [*breakdown_lines(result), cpu_line(result)]:
                 print(line, flush=True)
     except DemoRefused as refusal:
         print(f"bench: {refusal}", file=sys.stderr)
@@ -943,6 +1033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for line in table_lines(results):
         print(line)
+    print(f"cpu_ratio_vs_floor={results[-1].cpu_ratio:.2f}")  # "nan": the server is not on this machine
     print(f"ratio_vs_floor={results[-1].ratio:.2f}")
     return EXIT_OK
 

@@ -83,6 +83,9 @@ def test_floor_equals_the_project_and_the_last_line_is_the_ratio(bench_run: subp
     _, _, floor_s, project_s, ratio, _, peak_mib, _, _ = row.split()
     assert float(floor_s) > 0 and float(project_s) > float(floor_s)
     assert float(lines[-1].split("=")[1]) == float(ratio)
+    # the server runs on this machine: the CPU seconds of both sides are read, the floor's too
+    assert re.fullmatch(r"cpu_ratio_vs_floor=\d+\.\d\d", lines[-2]), lines[-2]
+    assert re.search(r"CPU seconds .*: floor \d+\.\d \(server\); steady run \d+\.\d = server", bench_run.stdout)
     assert 10 < float(peak_mib) < 2048  # orchestrate.py + dbt, measured
     for setting in ("max_parallel_workers_per_gather=", "work_mem=", "shared_buffers=", "jit=", "cores"):
         assert setting in bench_run.stdout
