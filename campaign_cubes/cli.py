@@ -610,9 +610,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         database_env()
     try:
         rows = export(args.aggregate, args.out, published_schema())
-    except ExportFailed as problem:
+    except ExportFailed as problem:  # nothing published yet, or an engine it cannot read: as `report`
         log.error("export: %s", problem)
-        return EXIT_DBT_FAILED
+        return EXIT_CONFIG
     log.info("export: %s: %d rows written to %s", args.aggregate, rows, args.out)
     return EXIT_OK
 

@@ -112,6 +112,25 @@ def test_out_refuses_a_file_and_leaves_it(command: str, tmp_path: Path) -> None:
     assert a_file.read_text() == "mine"
 
 
+def test_export_of_nothing_published_exits_2_with_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "propositions.csv"
+    env = {"CAMPAIGN_CUBES_SCHEMA": f"cubes_test_unpublished_{uuid.uuid4().hex[:8]}"}
+    done = orchestrate("export", "agg_nmspropositionrcp_full", "--out", str(out), env=env, timeout=120)
+    assert_one_line_error(done, 2, "agg_nmspropositionrcp_full does not exist: run the job first")
+    assert not out.exists()
+
+
+def test_export_from_spark_not_in_session_mode_exits_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "profiles.yml").write_text(
+        "campaign_cubes:\n  target: cluster\n  outputs:\n    cluster:\n"
+        "      type: spark\n      method: thrift\n      host: localhost\n      schema: cubes\n"
+    )
+    out = tmp_path / "events.csv"
+    done = orchestrate("export", "agg_messageCenter_full", "--out", str(out), env={"DBT_PROFILES_DIR": str(tmp_path)})
+    assert_one_line_error(done, 2, "read Spark in session mode only; this target's method is thrift")
+    assert not out.exists()
+
+
 # --- orchestrate.toml ---------------------------------------------------------------------------
 
 
