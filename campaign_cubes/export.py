@@ -99,8 +99,8 @@ def spark_settings(target_name: str | None = None) -> dict[str, str]:
 
     profile = yaml.safe_load((profiles_dir() / "profiles.yml").read_text())["campaign_cubes"]
     target = profile["outputs"][target_name or os.environ.get("DBT_TARGET") or profile["target"]]
-    if rendered(target.get("method")) != "session":
-        method = target.get("method")
+    method = rendered(target.get("method"))
+    if method != "session":
         raise ExportFailed(f"export and report read Spark in session mode only; this target's method is {method}")
     return {str(key): rendered(value) for key, value in (target.get("server_side_parameters") or {}).items()}
 

@@ -68,3 +68,13 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.advance(seconds)
+
+
+def write_thrift_profile(folder: Path) -> Path:
+    """A profiles.yml in `folder` whose only target is Spark through a Thrift server
+    (not session mode); the folder, for DBT_PROFILES_DIR."""
+    (folder / "profiles.yml").write_text(
+        "campaign_cubes:\n  target: cluster\n  outputs:\n    cluster:\n"
+        "      type: spark\n      method: thrift\n      host: localhost\n      schema: cubes\n"
+    )
+    return folder

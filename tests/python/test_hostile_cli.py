@@ -29,6 +29,7 @@ from psycopg2.extensions import connection
 
 from campaign_cubes.docs_site import DOCS_WORK_DIR
 from campaign_cubes.jobs import JOBS_WORK_DIR
+from support import write_thrift_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = "agg_messageCenter_full"
@@ -121,12 +122,14 @@ def test_export_of_nothing_published_exits_2_with_one_line(tmp_path: Path) -> No
 
 
 def test_export_from_spark_not_in_session_mode_exits_2_with_one_line(tmp_path: Path) -> None:
-    (tmp_path / "profiles.yml").write_text(
-        "campaign_cubes:\n  target: cluster\n  outputs:\n    cluster:\n"
-        "      type: spark\n      method: thrift\n      host: localhost\n      schema: cubes\n"
-    )
     out = tmp_path / "events.csv"
-    done = orchestrate("export", "agg_messageCenter_full", "--out", str(out), env={"DBT_PROFILES_DIR": str(tmp_path)})
+    done = orchestrate(
+        "export",
+        "agg_messageCenter_full",
+        "--out",
+        str(out),
+        env={"DBT_PROFILES_DIR": str(write_thrift_profile(tmp_path))},
+    )
     assert_one_line_error(done, 2, "read Spark in session mode only; this target's method is thrift")
     assert not out.exists()
 

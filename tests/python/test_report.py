@@ -15,7 +15,7 @@ import pytest
 from psycopg2 import sql
 
 from campaign_cubes.report import ReportError, build_report, data
-from support import CubesBuild
+from support import CubesBuild, write_thrift_profile
 
 PROPS = "agg_nmspropositionrcp_full"
 EVENTS = "agg_messagecenter_full"
@@ -316,11 +316,7 @@ def test_a_spark_target_not_in_session_mode_is_a_clear_error(
     pg_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The report reads Spark in session mode only; on a Thrift target it says so in one line."""
-    (tmp_path / "profiles.yml").write_text(
-        "campaign_cubes:\n  target: cluster\n  outputs:\n    cluster:\n"
-        "      type: spark\n      method: thrift\n      host: localhost\n      schema: cubes\n"
-    )
-    monkeypatch.setenv("DBT_PROFILES_DIR", str(tmp_path))
+    monkeypatch.setenv("DBT_PROFILES_DIR", str(write_thrift_profile(tmp_path)))
     with pytest.raises(ReportError, match="read Spark in session mode only; this target's method is thrift"):
         build_report("cubes", tmp_path / "out", None, None)
 
