@@ -402,6 +402,63 @@ def run_floor(conn: connection, statements: list[sql.Composed], target: str) -> 
     return seconds
 
 
+@dataclass(frozen=True)
+class Timed:
+    seconds: float
+    cpu: float  # the server's CPU seconds (NaN: unknown)
+
+
+def time_statement(conn: connection, server: int | None, statement: sql.Composable) -> Timed:
+    with conn.cursor() as cur:
+        before, started = server_cpu_seconds(server), time.monotonic()
+        cur.execute(statement)
+        return Timed(time.monotonic() - started, server_cpu_seconds(server) - before)
+
+
+def _least_costly(timings: list[Timed]) -> Timed:
+    known = [timed for timed in timings if timed.cpu == timed.cpu]  # NaN: the server is elsewhere
+    return min(known, key=lambda t: t.cpu) if known else min(timings, key=lambda t: t.seconds)
+
+
+def compiled_query(relation: str, published: str) -> str:
+    """The SELECT dbt compiled for an aggregate in the last run of its job, which read `published`."""
+    job = next(job for job in JOBS if job.lower() == relation)
+    path = PROJECT_ROOT.joinpath("target", "jobs", job, "target", "compiled", "campaign_cubes", "models", "marts")
+    text = (path / f"{job}.sql").read_text(encoding="utf-8")
+    if f'"{published}_staging".' not in text:
+        raise BenchFailure(f"{path / job}.sql was compiled by another run (not for {published}); run the bench again")
+    return text
+
+
+def queries_alone(
+    conn: connection, server: int | None, statements: list[sql.Composed], published: str, scratch: str, repeat: int
+) -> dict[str, tuple[Timed, Timed]]:
+    """Per aggregate, its query alone (as the last steady run compiled it, read through the staging
+    views) and the floor's statement for the same cube, alternated `repeat` times into `scratch`:
+    the least costly of each. Without dbt, tests, audit or publication: what the per-row work costs."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("drop schema if exists {s} cascade; create schema {s}").format(s=sql.Identifier(scratch)))
+    timings: dict[str, tuple[Timed, Timed]] = {}
+    for relation, floor_statement in zip(AGGREGATES, statements, strict=True):
+        query = sql.SQL("create table {} as ").format(sql.Identifier(scratch, relation + "__query")) + sql.SQL(
+            compiled_query(relation, published)
+        )
+        queries, floors = [], []
+        for _ in range(repeat):
+            with conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("drop table if exists {}, {}").format(
+                        sql.Identifier(scratch, relation), sql.Identifier(scratch, relation + "__query")
+                    )
+                )
+            floors.append(time_statement(conn, server, floor_statement))
+            queries.append(time_statement(conn, server, query))
+        timings[relation] = (_least_costly(queries), _least_costly(floors))
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(scratch)))
+    return timings
+
+
 # --- the project -----------------------------------------------------------------
 
 
@@ -838,6 +895,15 @@ def cpu_line(result: SizeResult) -> str:
     )
 
 
+def query_lines(size: int, timings: dict[str, tuple[Timed, Timed]]) -> list[str]:
+    return [
+        f"#   {fmt_size(size)} {relation} query alone: {query.seconds:.1f} s, {query.cpu:.1f} CPU s; the floor's"
+        f" statement {floor.seconds:.1f} s, {floor.cpu:.1f} CPU s;"
+        f" cpu ratio {query.cpu / floor.cpu if floor.cpu > 0 else float('nan'):.2f}"
+        for relation, (query, floor) in timings.items()
+    ]
+
+
 # --- main ---------------------------------------------------------------------------
 
 
@@ -907,6 +973,12 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: target/bench/spark)",
     )
     parser.add_argument(
+        "--queries",
+        action="store_true",
+        help="also time each aggregate's query alone (as dbt compiled it, no tests, audit or publication) beside"
+        " the floor's statement for the same cube, alternated --repeat times (PostgreSQL only)",
+    )
+    parser.add_argument(
         "--log",
         type=Path,
         default=PROJECT_ROOT / "target" / "bench" / "orchestrate.log",
@@ -921,6 +993,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="# %(asctime)s %(message)s", stream=sys.stderr)
     if args.repeat < 1:
         print("bench: --repeat must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.target == "spark" and args.queries:
+        print("bench: --queries times PostgreSQL statements; Spark builds the cubes elsewhere", file=sys.stderr)
         return EXIT_USAGE
     if args.target == "spark" and args.topology != "in-database":
         print("bench: --topology is PostgreSQL's; Spark lands the Campaign tables", file=sys.stderr)
@@ -1010,6 +1085,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(result)
             for line in [*breakdown_lines(result), cpu_line(result)]:
                 print(line, flush=True)
+            if args.queries:
+                scratch = f"{args.schema_prefix}_queries"
+                alone = floor_statements(work, floor_source, scratch, args.timezone)
+                for line in query_lines(size, queries_alone(work, server, alone, published, scratch, args.repeat)):
+                    print(line, flush=True)
     except DemoRefused as refusal:
         print(f"bench: {refusal}", file=sys.stderr)
         return EXIT_USAGE

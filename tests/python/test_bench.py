@@ -64,7 +64,7 @@ def bench_run(pg_conn: Any) -> subprocess.CompletedProcess[str]:
     _edge_cases(pg_conn)
     bench.mark_loaded(pg_conn, SOURCE, SIZE, seed=1)
     return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", str(SIZE), "--schema-prefix", PREFIX],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", str(SIZE), "--schema-prefix", PREFIX, "--queries"],
         capture_output=True,
         text=True,
         timeout=900,
@@ -87,6 +87,13 @@ def test_floor_equals_the_project_and_the_last_line_is_the_ratio(bench_run: subp
     assert re.fullmatch(r"cpu_ratio_vs_floor=\d+\.\d\d", lines[-2]), lines[-2]
     assert re.search(r"CPU seconds .*: floor \d+\.\d \(server\); steady run \d+\.\d = server", bench_run.stdout)
     assert 10 < float(peak_mib) < 2048  # orchestrate.py + dbt, measured
+    # --queries: each aggregate's query alone beside the floor's statement for its cube
+    for relation in bench.AGGREGATES:
+        assert re.search(
+            rf"2k {relation} query alone: \d+\.\d s, \d+\.\d CPU s; the floor's statement \d+\.\d s,"
+            r" \d+\.\d CPU s; cpu ratio (\d+\.\d\d|nan)",  # nan: the floor's took less than a clock tick
+            bench_run.stdout,
+        ), relation
     for setting in ("max_parallel_workers_per_gather=", "work_mem=", "shared_buffers=", "jit=", "cores"):
         assert setting in bench_run.stdout
 
@@ -184,3 +191,5 @@ def test_the_time_before_the_first_node_is_the_connection() -> None:
 def test_spark_takes_no_topology(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["--target", "spark", "--topology", "fdw"]) == bench.EXIT_USAGE
     assert "--topology is PostgreSQL's" in capsys.readouterr().err
+    assert bench.main(["--target", "spark", "--queries"]) == bench.EXIT_USAGE
+    assert "--queries times PostgreSQL statements" in capsys.readouterr().err
