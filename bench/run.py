@@ -79,6 +79,7 @@ from psycopg2.extensions import connection  # noqa: E402
 
 from campaign_cubes import localpg  # noqa: E402
 from campaign_cubes.demo import DemoRefused, DemoSize, load_demo, modified_shift  # noqa: E402
+from campaign_cubes.jobs import JOBS_WORK_DIR  # noqa: E402
 from campaign_cubes.land import WORK_DIR as LAND_WORK_DIR  # noqa: E402
 from campaign_cubes.land import password_file  # noqa: E402
 
@@ -420,10 +421,15 @@ def _least_costly(timings: list[Timed]) -> Timed:
     return min(known, key=lambda t: t.cpu) if known else min(timings, key=lambda t: t.seconds)
 
 
+def job_target(job: str) -> Path:
+    """dbt's target folder for the runs of a job (campaign_cubes.dbt.Invocation)."""
+    return JOBS_WORK_DIR / job / "target"
+
+
 def compiled_query(relation: str, published: str) -> str:
     """The SELECT dbt compiled for an aggregate in the last run of its job, which read `published`."""
     job = next(job for job in JOBS if job.lower() == relation)
-    path = PROJECT_ROOT.joinpath("target", "jobs", job, "target", "compiled", "campaign_cubes", "models", "marts")
+    path = job_target(job).joinpath("compiled", "campaign_cubes", "models", "marts")
     text = (path / f"{job}.sql").read_text(encoding="utf-8")
     if f'"{published}_staging".' not in text:
         raise BenchFailure(f"{path / job}.sql was compiled by another run (not for {published}); run the bench again")
@@ -478,7 +484,7 @@ class ProjectRun:
 def _job_breakdown(job: str, source: str, wall: float | None) -> dict[str, float]:
     """Where a job's time went (seconds): its wall time, and the split from its run_results.json
     unless another orchestrate.py run overwrote that file meanwhile."""
-    path = PROJECT_ROOT / "target" / "jobs" / job / "target" / "run_results.json"
+    path = job_target(job) / "run_results.json"
     known = {"wall": wall} if wall is not None else {}
     try:
         payload = json.loads(path.read_text())
